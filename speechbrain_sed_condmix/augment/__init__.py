@@ -1,0 +1,1 @@
+"""Data augmentation: mixup variants and spectrogram augmentations."""

@@ -1,0 +1,1 @@
+"""Data preparation, label encoding and batching for DESED-style data."""

@@ -1,0 +1,1 @@
+"""Neural network building blocks: front ends, CRNN, ATST, heads."""
