@@ -1,0 +1,197 @@
+"""Mean Teacher: an exponential moving average (EMA) copy of the student.
+
+Authors
+-------
+* speechbrain-sed-condmix contributors 2026
+"""
+
+import copy
+
+import torch
+from torch import nn
+
+
+def _unwrap(module):
+    """Return the plain module inside DDP/DataParallel or torch.compile."""
+    while True:
+        if isinstance(getattr(module, "module", None), nn.Module):
+            module = module.module  # DDP / DataParallel
+        elif isinstance(getattr(module, "_orig_mod", None), nn.Module):
+            module = module._orig_mod  # torch.compile
+        else:
+            return module
+
+
+class EMATeacher(nn.Module):
+    """Mean Teacher model whose parameters track the student by EMA.
+
+    ``self.model`` is a deep copy of the student with every parameter
+    frozen (``requires_grad=False``), so optimisers built from trainable
+    parameters skip it and SpeechBrain's ``Brain`` does not wrap it in DDP.
+    After each optimiser step call :meth:`update`, which sets, for every
+    parameter,
+    ``theta_t <- alpha * theta_t + (1 - alpha) * theta_s`` with
+    ``alpha = min(1 - 1 / (step + 1), decay)`` (DCASE Task 4 baseline).
+    Buffers (BatchNorm running statistics) are not averaged, as in the
+    reference; ``update_buffers=True`` copies the student's buffers instead.
+    By default buffers are copied exactly when the teacher runs in eval mode,
+    the only mode in which it uses them.
+
+    Train/eval mode:
+
+    * ``eval_mode=True`` (default): the teacher always runs in eval mode
+      (dropout off, BatchNorm normalising with its running statistics and
+      not updating them); :meth:`train` keeps ``self.model`` in eval mode,
+      so ``Brain``'s ``modules.train()`` cannot switch it back. This is the
+      better-founded choice for producing targets. Its running statistics
+      then follow the student's (``update_buffers`` defaults to True), since
+      frozen statistics from construction time would be meaningless.
+    * ``eval_mode=False``: the teacher follows the parent's mode, as in the
+      reference (Lightning calls ``.train()`` on everything): during
+      training its dropout is active and its BatchNorm uses batch
+      statistics and updates its own running statistics from its forwards.
+
+    The teacher is an ``nn.Module``, so SpeechBrain's ``Checkpointer`` saves
+    and recovers it with ``add_recoverable("teacher", teacher)``.
+
+    Arguments
+    ---------
+    student : torch.nn.Module
+        The student model (possibly DDP-wrapped) to copy.
+    decay : float
+        Upper bound of the EMA factor alpha.
+    eval_mode : bool
+        Keep the teacher in eval mode whatever the parent's mode.
+    update_buffers : bool or None
+        Copy the student's buffers at each :meth:`update`; ``None`` means
+        ``eval_mode``.
+
+    Example
+    -------
+    >>> student = torch.nn.Linear(2, 1)
+    >>> teacher = EMATeacher(student)
+    >>> with torch.no_grad():
+    ...     _ = student.weight.add_(1.0)
+    >>> teacher.update(student, step=1)  # alpha = 1/2
+    >>> torch.allclose(teacher.model.weight, student.weight - 0.5)
+    True
+    >>> teacher(torch.zeros(1, 2)).requires_grad
+    False
+    """
+
+    def __init__(
+        self, student, decay=0.999, eval_mode=True, update_buffers=None
+    ):
+        super().__init__()
+        self.decay = float(decay)
+        self.eval_mode = bool(eval_mode)
+        if update_buffers is None:
+            update_buffers = eval_mode
+        self.update_buffers = bool(update_buffers)
+        self.model = copy.deepcopy(_unwrap(student))
+        self.model.requires_grad_(False)
+        if self.eval_mode:
+            self.model.eval()
+
+    def train(self, mode=True):
+        """Set the training mode, keeping the teacher in eval if asked.
+
+        Arguments
+        ---------
+        mode : bool
+            Training mode requested by the caller.
+
+        Returns
+        -------
+        EMATeacher
+            ``self``.
+
+        Example
+        -------
+        >>> t = EMATeacher(torch.nn.Dropout(0.5)).train()
+        >>> t.training, t.model.training
+        (True, False)
+        """
+        super().train(mode)
+        if self.eval_mode:
+            self.model.eval()
+        return self
+
+    def alpha(self, step):
+        """EMA factor ``min(1 - 1 / (step + 1), decay)`` for a step.
+
+        Arguments
+        ---------
+        step : int
+            Optimiser step count (0 for the first update).
+
+        Returns
+        -------
+        float
+            The EMA factor.
+
+        Example
+        -------
+        >>> EMATeacher(torch.nn.Linear(1, 1)).alpha(2)
+        0.6666666666666667
+        """
+        return min(1.0 - 1.0 / (step + 1), self.decay)
+
+    @torch.no_grad()
+    def update(self, student, step):
+        """Move the teacher's parameters towards the student's.
+
+        Arguments
+        ---------
+        student : torch.nn.Module
+            The student (DDP or torch.compile wrappers are unwrapped).
+        step : int
+            Optimiser step count, used for the EMA ramp.
+
+        Example
+        -------
+        >>> s = torch.nn.Linear(1, 1)
+        >>> t = EMATeacher(s)
+        >>> t.update(s, step=10)
+        """
+        student = _unwrap(student)
+        alpha = self.alpha(step)
+        t_params = list(self.model.parameters())
+        s_params = list(student.parameters())
+        if len(t_params) != len(s_params):
+            raise ValueError(
+                f"Teacher has {len(t_params)} parameters, student "
+                f"{len(s_params)}: not the same architecture"
+            )
+        for p_t, p_s in zip(t_params, s_params):
+            p_t.mul_(alpha).add_(p_s.detach().to(p_t.dtype), alpha=1.0 - alpha)
+        if self.update_buffers:
+            t_bufs = list(self.model.buffers())
+            s_bufs = list(student.buffers())
+            if len(t_bufs) != len(s_bufs):
+                raise ValueError("Teacher and student buffers differ")
+            for b_t, b_s in zip(t_bufs, s_bufs):
+                b_t.copy_(b_s)
+
+    def forward(self, *args, **kwargs):
+        """Run the teacher model without building a graph.
+
+        Arguments
+        ---------
+        *args : tuple
+            Positional inputs of the wrapped model.
+        **kwargs : dict
+            Keyword inputs of the wrapped model.
+
+        Returns
+        -------
+        object
+            Whatever the wrapped model returns.
+
+        Example
+        -------
+        >>> EMATeacher(torch.nn.Linear(2, 3))(torch.zeros(4, 2)).shape
+        torch.Size([4, 3])
+        """
+        with torch.no_grad():
+            return self.model(*args, **kwargs)
