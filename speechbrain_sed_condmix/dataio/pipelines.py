@@ -1,0 +1,161 @@
+"""SpeechBrain datasets and data pipelines for SED manifests.
+
+Every subset gives the same output keys, so that strong, weak and unlabeled
+items can share one ``PaddedBatch``: ``sig`` (mono 16 kHz audio, padded or
+cropped to the clip length), ``strong_labels`` ``[C, T]``, ``weak_labels``
+``[C]`` and the booleans ``is_strong`` / ``is_weak`` that mask the losses.
+
+Authors
+ * speechbrain-sed-condmix contributors 2026
+"""
+
+import random
+
+import speechbrain as sb
+import torch
+from speechbrain.dataio.dataset import DynamicItemDataset
+
+from speechbrain_sed_condmix.dataio.desed import load_manifest
+
+#: Output keys of every SED dataset.
+SED_OUTPUT_KEYS = (
+    "id",
+    "sig",
+    "strong_labels",
+    "weak_labels",
+    "is_strong",
+    "is_weak",
+    "duration",
+)
+
+
+def fit_to_length(sig, length, random_crop=False):
+    """Zero-pad or crop a 1-D signal to ``length`` samples.
+
+    Arguments
+    ---------
+    sig : torch.Tensor
+        Signal of shape ``[T]``.
+    length : int
+        Target number of samples.
+    random_crop : bool
+        Crop a random window of a longer signal (else its start).
+
+    Returns
+    -------
+    sig : torch.Tensor
+        Signal of shape ``[length]``.
+    offset : int
+        First kept sample of the input (0 unless cropped).
+
+    Example
+    -------
+    >>> out, offset = fit_to_length(torch.ones(3), 5)
+    >>> out.tolist(), offset
+    ([1.0, 1.0, 1.0, 0.0, 0.0], 0)
+    """
+    n = sig.shape[0]
+    if n == length:
+        return sig, 0
+    if n < length:
+        return torch.nn.functional.pad(sig, (0, length - n)), 0
+    offset = random.randint(0, n - length) if random_crop else 0
+    return sig[offset : offset + length], offset
+
+
+def shift_events(events, shift, duration):
+    """Shift events by ``-shift`` seconds and clip them to ``[0, duration]``.
+
+    Events that end up empty are dropped.
+
+    Arguments
+    ---------
+    events : list
+        ``(onset, offset, label)`` triples.
+    shift : float
+        Start of the cropped window, in seconds.
+    duration : float
+        Length of the window.
+
+    Returns
+    -------
+    list of tuple
+        The events inside the window, in window time.
+
+    Example
+    -------
+    >>> shift_events([(1.0, 3.0, "a"), (0.0, 0.5, "b")], 0.8, 10.0)
+    [(0.2, 2.2, 'a')]
+    """
+    kept = []
+    for onset, offset, label in events:
+        onset = max(round(onset - shift, 6), 0.0)
+        offset = min(round(offset - shift, 6), duration)
+        if offset > onset:
+            kept.append((onset, offset, label))
+    return kept
+
+
+def make_sed_dataset(manifest, encoder, train=False, sample_rate=16000):
+    """Build a ``DynamicItemDataset`` from a manifest of ``prepare_desed``.
+
+    Arguments
+    ---------
+    manifest : str or Path
+        A ``<subset>.json`` manifest.
+    encoder : FrameLabelEncoder
+        Encoder that turns events into frame targets.
+    train : bool
+        Training mode: clips longer than the encoder's ``audio_duration`` are
+        cropped at a random position (else at their start).
+    sample_rate : int
+        Sample rate of the cached audio.
+
+    Returns
+    -------
+    DynamicItemDataset
+        Dataset with the keys in ``SED_OUTPUT_KEYS``.
+
+    Example
+    -------
+    >>> from speechbrain_sed_condmix.dataio.synth import generate_mini_desed
+    >>> from speechbrain_sed_condmix.dataio.desed import prepare_desed
+    >>> from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
+    >>> root = getfixture("tmp_path")
+    >>> data = generate_mini_desed(root / "data", scale="tiny")
+    >>> paths = prepare_desed(data, root / "prep", progress=False)
+    >>> ds = make_sed_dataset(paths["synth_val"], FrameLabelEncoder())
+    >>> item = ds[0]
+    >>> item["sig"].shape, item["strong_labels"].shape
+    (torch.Size([160000]), torch.Size([10, 156]))
+    """
+    length = int(round(encoder.audio_duration * sample_rate))
+    dataset = DynamicItemDataset(load_manifest(manifest))
+
+    @sb.utils.data_pipeline.takes("wav", "events", "labels", "kind")
+    @sb.utils.data_pipeline.provides(
+        "sig", "strong_labels", "weak_labels", "is_strong", "is_weak"
+    )
+    def sed_pipeline(wav, events, labels, kind):
+        sig = sb.dataio.dataio.read_audio(wav)
+        if sig.dim() > 1:  # the cache is mono, but stay safe for other data
+            sig = sig.mean(dim=-1)
+        n_samples = sig.shape[0]
+        sig, offset = fit_to_length(sig, length, random_crop=train)
+        yield sig
+        shift = offset / sample_rate
+        window = min(n_samples - offset, length) / sample_rate
+        if kind == "strong":
+            kept = shift_events(events, shift, window)
+            yield encoder.encode_strong(kept, duration=window)
+            yield encoder.encode_weak([label for _, _, label in kept])
+        else:
+            yield torch.zeros(encoder.n_classes, encoder.n_frames)
+            yield encoder.encode_weak(labels)
+        # Plain bools: PaddedBatch stacks them into a bool tensor.
+        yield kind == "strong"
+        yield kind == "weak"
+
+    dataset.add_dynamic_item(sed_pipeline)
+    dataset.set_output_keys(list(SED_OUTPUT_KEYS))
+    return dataset
