@@ -67,9 +67,7 @@ class MultiSourceBatchSampler(Sampler):
         num_replicas=None,
         rank=None,
     ):
-        lengths = [
-            n if isinstance(n, int) else len(n) for n in source_lengths
-        ]
+        lengths = [n if isinstance(n, int) else len(n) for n in source_lengths]
         if len(lengths) != len(batch_sizes):
             raise ValueError(
                 f"{len(lengths)} sources but {len(batch_sizes)} batch sizes"
@@ -77,9 +75,7 @@ class MultiSourceBatchSampler(Sampler):
         if any(int(b) < 0 for b in batch_sizes) or sum(batch_sizes) == 0:
             raise ValueError(f"Invalid batch sizes {list(batch_sizes)}")
         if num_replicas is None:
-            num_replicas = (
-                dist.get_world_size() if dist.is_initialized() else 1
-            )
+            num_replicas = dist.get_world_size() if dist.is_initialized() else 1
         if rank is None:
             rank = dist.get_rank() if dist.is_initialized() else 0
         if not 0 <= rank < num_replicas:

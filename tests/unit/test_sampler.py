@@ -83,8 +83,9 @@ def test_errors():
 
 
 def test_as_dataloader_batch_sampler():
-    sources = [TensorDataset(torch.full((n,), float(k))) for k, n in
-               enumerate([6, 9])]
+    sources = [
+        TensorDataset(torch.full((n,), float(k))) for k, n in enumerate([6, 9])
+    ]
     data = ConcatDataset(sources)
     sampler = MultiSourceBatchSampler(sources, [2, 3], seed=0)
     loader = DataLoader(data, batch_sampler=sampler)
