@@ -27,8 +27,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import soundfile as sf
-import torch
-import torchaudio
 from tqdm import tqdm
 
 from speechbrain_sed_condmix.dataio.layout import (
@@ -558,6 +556,10 @@ def _resample_all(clips, cache, sample_rate, num_workers, progress):
 
 
 def _resample_one(job):
+    # torch is imported here so that checks and no-op reruns stay fast.
+    import torch
+    import torchaudio
+
     source, target, sample_rate = job
     torch.set_num_threads(1)
     audio, sr = sf.read(source, dtype="float32", always_2d=True)
