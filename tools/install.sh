@@ -12,11 +12,14 @@ PYTHON=${PYTHON:-python3}
 CACHE_ROOT=${SED_VENV_CACHE-${XDG_CACHE_HOME:-$HOME/.cache}/speechbrain-sed-condmix}
 KEY=$( (cat requirements.txt; "$PYTHON" --version) | sha256sum | cut -c1-16)
 
+quiet() { grep -v "^WARNING: Location" || true; }
+
 build_env() {  # $1: where the environment goes
     rm -rf "$1"
     "$PYTHON" -m venv "$1"
-    "$1/bin/python" -m pip install -q --upgrade "pip<26"
-    "$1/bin/python" -m pip install -q -r requirements.txt "pytest>=8" "ruff>=0.12"
+    # pip warns about each missing local index folder; those lines are noise.
+    "$1/bin/python" -m pip install -q -r requirements.txt "pytest>=8" \
+        "ruff>=0.12" 2>&1 | quiet
     touch "$1/.complete"   # written last: a half-built env is never reused
 }
 
@@ -37,6 +40,6 @@ fi
 
 # The package itself: editable, without touching the pinned dependencies.
 .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 \
-    | grep -v "^WARNING: Location" || true
+    | quiet
 .venv/bin/python -c "import speechbrain_sed_condmix" \
     || { echo "install failed" >&2; exit 1; }

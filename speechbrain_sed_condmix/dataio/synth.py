@@ -57,13 +57,15 @@ SCALES = {
 }
 
 #: Range of event durations (seconds) per class: short for impulsive
-#: sounds, long for textures, roughly as in DESED.
+#: sounds, long for textures, roughly as in DESED. No event is shorter than
+#: 0.4 s: on the 64 ms label grid a shorter event can no longer be detected
+#: with the 0.7 intersection that PSDS1 asks, even by a perfect system.
 EVENT_DURATIONS = {
     "Alarm_bell_ringing": (1.0, 5.0),
     "Blender": (2.0, 8.0),
     "Cat": (0.5, 2.0),
-    "Dishes": (0.2, 1.2),
-    "Dog": (0.25, 1.2),
+    "Dishes": (0.4, 1.2),
+    "Dog": (0.4, 1.2),
     "Electric_shaver_toothbrush": (1.5, 7.0),
     "Frying": (2.0, 9.0),
     "Running_water": (2.0, 9.0),
