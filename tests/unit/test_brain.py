@@ -1,0 +1,135 @@
+"""Unit tests of SEDBrain's losses, masks, schedules and EMA update."""
+
+import math
+
+import pytest
+import speechbrain as sb
+import torch
+from speechbrain.dataio.batch import PaddedBatch
+
+from speechbrain_sed_condmix.brain import SEDBrain
+from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
+from speechbrain_sed_condmix.lobes.crnn import CRNN
+from speechbrain_sed_condmix.lobes.features import CNNMelFrontEnd
+from speechbrain_sed_condmix.teacher import EMATeacher
+
+
+def make_brain(tmp_path, const_max=2.0, rampup_epochs=2):
+    torch.manual_seed(0)
+    student = CRNN(n_filters=[4, 4, 4, 4, 4, 4, 4], rnn_hidden=8)
+    modules = {
+        "frontend": CNNMelFrontEnd(),
+        "student": student,
+        "teacher": EMATeacher(student),
+    }
+    hparams = {
+        "encoder": FrameLabelEncoder(),
+        "mixup": None,
+        "lr": 0.001,
+        "const_max": const_max,
+        "rampup_epochs": rampup_epochs,
+    }
+    brain = SEDBrain(
+        modules=modules,
+        opt_class=lambda params: torch.optim.Adam(params, 0.001),
+        hparams=hparams,
+        run_opts={"device": "cpu", "noprogressbar": True},
+    )
+    brain.on_stage_start(sb.Stage.TRAIN)
+    return brain
+
+
+def make_batch(kinds, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    items = []
+    for i, kind in enumerate(kinds):
+        items.append(
+            {
+                "id": f"c{i}",
+                "sig": torch.randn(16000 * 10, generator=gen) * 0.1,
+                "strong_labels": (
+                    torch.rand(10, 156, generator=gen) > 0.8
+                ).float(),
+                "weak_labels": (torch.rand(10, generator=gen) > 0.7).float(),
+                "is_strong": kind == "strong",
+                "is_weak": kind == "weak",
+                "duration": 10.0,
+            }
+        )
+    return PaddedBatch(items)
+
+
+def losses_for(brain, batch):
+    brain.loss_terms = {}
+    with torch.no_grad():
+        predictions = brain.compute_forward(batch, sb.Stage.TRAIN)
+        brain.compute_objectives(predictions, batch, sb.Stage.TRAIN)
+    return dict(brain.loss_terms)
+
+
+def test_supervised_losses_are_masked_by_subset(tmp_path):
+    brain = make_brain(tmp_path)
+    brain.modules.eval()  # deterministic forward (no dropout)
+    kinds = ["strong", "strong", "weak", "weak", "unlabeled"]
+    base = losses_for(brain, make_batch(kinds))
+    # labels of rows of another kind must not matter...
+    batch = make_batch(kinds)
+    batch.strong_labels.data[2:] = 1 - batch.strong_labels.data[2:]
+    batch.weak_labels.data[[0, 1, 4]] = 1 - batch.weak_labels.data[[0, 1, 4]]
+    assert losses_for(brain, batch) == pytest.approx(base)
+    # ...while those of the right kind do
+    batch = make_batch(kinds)
+    batch.strong_labels.data[0] = 1 - batch.strong_labels.data[0]
+    changed = losses_for(brain, batch)
+    assert changed["strong"] != pytest.approx(base["strong"])
+    assert changed["weak"] == pytest.approx(base["weak"])
+    batch = make_batch(kinds)
+    batch.weak_labels.data[3] = 1 - batch.weak_labels.data[3]
+    changed = losses_for(brain, batch)
+    assert changed["weak"] != pytest.approx(base["weak"])
+    assert changed["strong"] == pytest.approx(base["strong"])
+
+
+def test_strong_loss_equals_bce_on_strong_rows(tmp_path):
+    brain = make_brain(tmp_path)
+    brain.modules.eval()
+    batch = make_batch(["strong", "weak", "strong"])
+    with torch.no_grad():
+        out = brain.compute_forward(batch, sb.Stage.TRAIN)
+        brain.loss_terms = {}
+        brain.compute_objectives(out, batch, sb.Stage.TRAIN)
+    p = out["student"].strong[[0, 2]].clamp(1e-7, 1 - 1e-7)
+    y = batch.strong_labels.data[[0, 2]]
+    manual = -(y * p.log() + (1 - y) * (1 - p).log()).mean()
+    assert brain.loss_terms["strong"] == pytest.approx(manual.item(), 1e-5)
+
+
+def test_rampup_of_weight_and_lr(tmp_path):
+    brain = make_brain(tmp_path, const_max=2.0, rampup_epochs=2)
+    brain.steps_per_epoch = 5  # ramp over 10 optimiser steps
+    brain.init_optimizers()
+    brain.optimizer_step = 0
+    assert brain.consistency_weight() == pytest.approx(2 * math.exp(-5))
+    brain.optimizer_step = 5
+    assert brain.consistency_weight() == pytest.approx(2 * math.exp(-1.25))
+    brain.optimizer_step = 10
+    assert brain.consistency_weight() == 2.0
+    brain.optimizer_step = 4  # the coming step is the 5th
+    brain.on_fit_batch_start(None, True)
+    lr = brain.optimizer.param_groups[0]["lr"]
+    assert lr == pytest.approx(0.001 * math.exp(-5 * (1 - 0.5) ** 2))
+
+
+def test_fit_batch_updates_teacher_by_ema(tmp_path):
+    brain = make_brain(tmp_path)
+    brain.steps_per_epoch = 1
+    brain.init_optimizers()
+    teacher = brain.modules.teacher.model
+    before = [p.detach().clone() for p in teacher.parameters()]
+    brain.fit_batch(make_batch(["strong", "weak", "unlabeled"]))
+    assert brain.optimizer_step == 1
+    student = list(brain.modules.student.parameters())
+    # alpha = 1 - 1/2 at step 1: the teacher lands halfway to the student
+    for t, b, s in zip(teacher.parameters(), before, student):
+        assert torch.allclose(t, 0.5 * b + 0.5 * s.detach(), atol=1e-6)
+    assert not any(p.requires_grad for p in teacher.parameters())
