@@ -10,6 +10,22 @@ from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
 from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
 
 
+def test_class_list_spelling_and_order():
+    # exact spelling and order of the reference encoder (alphabetical)
+    assert list(DESED_CLASSES) == [
+        "Alarm_bell_ringing",
+        "Blender",
+        "Cat",
+        "Dishes",
+        "Dog",
+        "Electric_shaver_toothbrush",
+        "Frying",
+        "Running_water",
+        "Speech",
+        "Vacuum_cleaner",
+    ]
+
+
 def test_default_grid_matches_reference():
     enc = FrameLabelEncoder()
     # 10 s * 16000 / 256 = 625 feature frames, pooled by 4 -> 156.

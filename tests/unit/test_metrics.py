@@ -14,24 +14,16 @@ from speechbrain_sed_condmix.metrics import (
     PSDS2_PARAMS,
     compute_sed_metrics,
 )
+from speechbrain_sed_condmix.dataio.layout import (
+    DESED_CLASSES as LAYOUT_CLASSES,
+)
 from speechbrain_sed_condmix.plots import plot_psd_roc
 from speechbrain_sed_condmix.postprocessing import (
     frame_scores_to_dataframe,
     write_scores,
 )
 
-DESED_CLASSES = [
-    "Alarm_bell_ringing",
-    "Blender",
-    "Cat",
-    "Dishes",
-    "Dog",
-    "Electric_shaver_toothbrush",
-    "Frying",
-    "Running_water",
-    "Speech",
-    "Vacuum_cleaner",
-]
+DESED_CLASSES = list(LAYOUT_CLASSES)
 
 
 def _frames(values_per_class, step):
