@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 from sed_scores_eval import intersection_based
 
+from speechbrain_sed_condmix.dataio.layout import (
+    DESED_CLASSES as LAYOUT_CLASSES,
+)
 from speechbrain_sed_condmix.metrics import (
     COLLAR_F1_PARAMS,
     INTERSECTION_F1_PARAMS,
     PSDS1_PARAMS,
     PSDS2_PARAMS,
     compute_sed_metrics,
-)
-from speechbrain_sed_condmix.dataio.layout import (
-    DESED_CLASSES as LAYOUT_CLASSES,
 )
 from speechbrain_sed_condmix.plots import plot_psd_roc
 from speechbrain_sed_condmix.postprocessing import (
