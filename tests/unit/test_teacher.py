@@ -80,12 +80,27 @@ def test_deterministic_updates():
         assert torch.equal(a, b)
 
 
-def test_buffers_copied_by_default_in_eval_mode_untouched_otherwise():
+def test_buffer_modes():
     student = _bn_net()
-    plain = EMATeacher(student, update_buffers=False)
-    copying = EMATeacher(student)
-    assert copying.update_buffers
-    assert not EMATeacher(student, eval_mode=False).update_buffers
+    plain = EMATeacher(student, buffers="keep")
+    copying = EMATeacher(student, buffers="copy")
+    averaging = EMATeacher(student)
+    assert averaging.buffers == "ema"
+    assert EMATeacher(student, eval_mode=False).buffers == "keep"
+    with pytest.raises(ValueError):
+        EMATeacher(student, buffers="other")
+    start = student[1].running_mean.clone()
+    student.train()
+    student(torch.randn(8, 3) * 3 + 1)
+    averaging.update(student, step=1)  # alpha = 1/2
+    assert torch.allclose(
+        averaging.model[1].running_mean,
+        0.5 * start + 0.5 * student[1].running_mean,
+    )
+    assert torch.equal(
+        averaging.model[1].num_batches_tracked,
+        student[1].num_batches_tracked,
+    )
     before = {k: v.clone() for k, v in plain.model.named_buffers()}
     student.train()
     student(torch.randn(8, 3) * 3 + 1)  # moves the running stats
