@@ -355,3 +355,48 @@ def read_scores(folder):
     if not folder.is_dir():
         raise FileNotFoundError(f"score folder {folder} does not exist.")
     return read_sed_scores(folder)
+
+
+def ground_truth_scores(entries, encoder):
+    """Turn ground-truth events into frame scores: the oracle system.
+
+    Each clip's events are encoded on the label grid (1 inside an event,
+    0 elsewhere) and wrapped as a score DataFrame. Scoring them measures the
+    ceiling that the label grid and the evaluation path allow.
+
+    Arguments
+    ---------
+    entries : dict
+        ``{clip_id: {"events": [(onset, offset, label), ...],
+        "duration": seconds}}``, e.g. a manifest of ``prepare_desed``.
+    encoder : FrameLabelEncoder
+        The label encoder (its grid and classes are used).
+
+    Returns
+    -------
+    dict
+        ``{clip_id: score DataFrame}``.
+
+    Example
+    -------
+    >>> from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
+    >>> enc = FrameLabelEncoder(classes=["a"])
+    >>> s = ground_truth_scores(
+    ...     {"x": {"events": [(0.0, 0.128, "a")], "duration": 10.0}}, enc
+    ... )
+    >>> s["x"]["a"].tolist()[:3]
+    [1.0, 1.0, 0.0]
+    """
+    scores = {}
+    for clip_id, entry in entries.items():
+        frames = encoder.encode_strong(
+            [tuple(event) for event in entry["events"]],
+            duration=entry["duration"],
+        )
+        scores[clip_id] = frame_scores_to_dataframe(
+            frames.numpy().T,
+            encoder.classes,
+            frame_duration=encoder.frame_duration,
+            duration=entry["duration"],
+        )
+    return scores

@@ -53,7 +53,22 @@ def train_command(hparams, data, prep, output, extra):
     ]
 
 
-def table(untrained, trained):
+def oracle_metrics(prep):
+    """Metrics of the ground truth itself, as frame scores (the ceiling)."""
+    from speechbrain_sed_condmix.dataio.desed import load_manifest
+    from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
+    from speechbrain_sed_condmix.metrics import compute_sed_metrics
+    from speechbrain_sed_condmix.postprocessing import ground_truth_scores
+
+    scores = ground_truth_scores(
+        load_manifest(prep / "validation.json"), FrameLabelEncoder()
+    )
+    return compute_sed_metrics(
+        scores, prep / "validation_gt.tsv", prep / "validation_durations.tsv"
+    )
+
+
+def table(untrained, trained, oracle):
     """Untrained vs trained metrics for the student and the teacher."""
     lines = [
         f"{'model':<10}{'':<11}" + "".join(f"{m:>17}" for m in METRICS),
@@ -62,6 +77,8 @@ def table(untrained, trained):
         for name, results in (("untrained", untrained), ("trained", trained)):
             cells = "".join(f"{results[model][m]:>17.3f}" for m in METRICS)
             lines.append(f"{model:<10}{name:<11}{cells}")
+    cells = "".join(f"{oracle[m]:>17.3f}" for m in METRICS)
+    lines.append(f"{'oracle':<10}{'(labels)':<11}{cells}")
     return "\n".join(lines)
 
 
@@ -101,7 +118,7 @@ def main(argv=None):
         "\nmini-DESED validation (generated audio, NOT DESED; "
         f"scale {args.scale}), crnn_mt:\n"
     )
-    print(table(untrained, trained))
+    print(table(untrained, trained, oracle_metrics(prep)))
     print(
         f"\nResults: {out / 'crnn_mt'} (metrics.json, test_scores/, "
         f"PSD-ROC plots, train_log.txt). Total time {minutes:.1f} min."

@@ -12,22 +12,7 @@ import numpy as np
 from speechbrain_sed_condmix.dataio.desed import load_manifest
 from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
 from speechbrain_sed_condmix.metrics import compute_sed_metrics
-from speechbrain_sed_condmix.postprocessing import frame_scores_to_dataframe
-
-
-def oracle_scores(manifest, encoder):
-    scores = {}
-    for clip_id, entry in manifest.items():
-        frames = encoder.encode_strong(
-            [tuple(e) for e in entry["events"]], duration=entry["duration"]
-        )
-        scores[clip_id] = frame_scores_to_dataframe(
-            frames.numpy().T,
-            encoder.classes,
-            frame_duration=encoder.frame_duration,
-            duration=entry["duration"],
-        )
-    return scores
+from speechbrain_sed_condmix.postprocessing import ground_truth_scores
 
 
 def test_oracle_scores_nearly_perfect(prepared_tiny):
@@ -36,7 +21,7 @@ def test_oracle_scores_nearly_perfect(prepared_tiny):
     for name in ("validation", "synth_val"):
         manifest = load_manifest(outputs[name])
         metrics = compute_sed_metrics(
-            oracle_scores(manifest, encoder),
+            ground_truth_scores(manifest, encoder),
             save / f"{name}_gt.tsv",
             save / f"{name}_durations.tsv",
         )
@@ -52,7 +37,7 @@ def test_shuffled_oracle_scores_badly(prepared_tiny):
     save, outputs = prepared_tiny
     encoder = FrameLabelEncoder()
     manifest = load_manifest(outputs["validation"])
-    scores = oracle_scores(manifest, encoder)
+    scores = ground_truth_scores(manifest, encoder)
     ids = sorted(scores)
     rng = np.random.default_rng(0)
     shuffled = dict(zip(ids, [scores[i] for i in rng.permutation(ids)]))
