@@ -20,15 +20,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes/DESED/SED"
 
-#: Settings that fit the demo into minutes on 2 CPU cores; everything else
-#: is the recipe's default. See recipes/DESED/SED/README.md.
+#: Settings that fit the demo into about 10 minutes on 2 CPU cores: a
+#: narrower CRNN (163,580 parameters instead of 1,112,420), no dropout, a higher
+#: learning rate, a faster teacher and 600 steps instead of 23,600.
+#: Everything else is the recipe's default. See recipes/DESED/SED/README.md.
 DEMO_OVERRIDES = [
-    "--number_of_epochs=8",
-    "--rampup_epochs=2",
-    "--valid_every_n_epochs=4",
-    "--batch_sizes=[6,6,12]",
+    "--number_of_epochs=12",
+    "--rampup_epochs=3",
+    "--valid_every_n_epochs=6",
+    "--batch_sizes=[8,4,4]",
+    "--cnn_filters=[8,16,32,32,32,32,32]",
+    "--rnn_hidden=64",
+    "--dropout=0.0",
+    "--lr=0.003",
+    "--ema_decay=0.99",
     "--eval_batch_size=25",
-    "--num_workers=1",
+    "--num_workers=0",
 ]
 METRICS = ("psds1", "psds2", "intersection_f1", "collar_f1")
 
