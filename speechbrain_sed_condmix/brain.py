@@ -320,18 +320,19 @@ class SEDBrain(sb.Brain):
         return raw, median_filter(raw, self.hparams.median_filter)
 
     def _evaluate_models(self, ground_truth, durations, return_psd_roc=False):
-        results, filtered = {}, {}
+        """Metrics of each model, and its (raw, filtered) score DataFrames."""
+        results, scores = {}, {}
         for name in EVAL_MODELS:
             stats = {}
             if self.frame_scores[name]:
-                raw, filtered[name] = self._score_frames(name)
+                raw, filtered = self._score_frames(name)
                 stats = compute_sed_metrics(
-                    filtered[name],
+                    filtered,
                     ground_truth,
-                    _subset_durations(durations, filtered[name]),
+                    _subset_durations(durations, filtered),
                     return_psd_roc=return_psd_roc,
                 )
-                filtered[name] = (raw, filtered[name])
+                scores[name] = (raw, filtered)
             if self.clip_scores[name]:
                 ids = sorted(self.clip_scores[name])
                 stats["weak_f1"] = clip_macro_f1(
@@ -339,7 +340,7 @@ class SEDBrain(sb.Brain):
                     np.stack([self.clip_targets[i] for i in ids]),
                 )
             results[name] = stats
-        return results, filtered
+        return results, scores
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log, score, checkpoint (VALID) and write results (TEST).

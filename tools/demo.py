@@ -107,13 +107,17 @@ def main(argv=None):
     generator = Path(sys.executable).parent / "sed-mini-desed"
     run([generator, "--out", data, "--scale", args.scale])
     overrides = DEMO_OVERRIDES + extra
+    # The same model, evaluated before any training step.
+    untrained_overrides = [
+        o for o in overrides if not o.startswith("--number_of_epochs")
+    ]
     run(
         train_command(
             hparams,
             data,
             prep,
             out / "untrained",
-            [*overrides, "--number_of_epochs=0"],
+            [*untrained_overrides, "--number_of_epochs=0"],
         )
     )
     run(train_command(hparams, data, prep, out / "crnn_mt", overrides))

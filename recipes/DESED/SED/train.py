@@ -76,6 +76,8 @@ if __name__ == "__main__":
             "num_workers": hparams["prep_workers"],
         },
     )
+    # Every rank reads the outputs; the main process prepared them above, so
+    # this call finds its marker and returns at once.
     manifests = prepare_desed(
         hparams["data_folder"],
         hparams["prep_folder"],
