@@ -262,16 +262,18 @@ def _alarm(n, rng, sr):
 
 
 def _dishes(n, rng, sr):
-    # A few clinks: inharmonic high partials with fast exponential decay.
+    # Clinks in quick succession: inharmonic partials with exponential decay.
+    # Clinks come every 0.1-0.3 s so that the labelled span holds sound, not
+    # mostly silence (a sparse event is hard to localise at 64 ms frames).
     dur = n / sr
-    most = int(min(5, 1 + dur / 0.2))
-    count = int(rng.integers(min(max(1, int(dur / 0.4)), most), most + 1))
-    lengths = _burst_lengths(n, sr, rng, count, 0.08, 0.25)
+    most = max(1, int(dur / 0.1))
+    count = int(rng.integers(max(1, int(dur / 0.3)), most + 1))
+    lengths = _burst_lengths(n, sr, rng, count, 0.12, 0.3)
     x = np.zeros(n)
     for start, length in zip(_spread(n, lengths, rng), lengths):
         k = int(rng.integers(3, 6))
-        freqs = rng.uniform(1800.0, 6800.0, (k, 1))
-        taus = length / sr / rng.uniform(3.0, 6.0, (k, 1))
+        freqs = rng.uniform(1500.0, 6500.0, (k, 1))
+        taus = length / sr / rng.uniform(1.5, 3.0, (k, 1))
         amps = rng.uniform(0.3, 1.0, (k, 1))
         phases = rng.uniform(0.0, 2 * np.pi, (k, 1))
         t = np.arange(length) / sr
@@ -315,8 +317,9 @@ def _cat(n, rng, sr):
     # A meow: harmonic tone whose pitch rises then falls, brightest mid-way.
     t = np.arange(n) / sr
     u = np.linspace(0.0, 1.0, n)
-    f_start = rng.uniform(420.0, 650.0)
-    f_peak = f_start * rng.uniform(1.3, 1.8)
+    # A wide glide from a low start keeps meows apart from steady beeps.
+    f_start = rng.uniform(350.0, 500.0)
+    f_peak = f_start * rng.uniform(1.6, 2.2)
     f_end = f_start * rng.uniform(0.65, 0.95)
     top = rng.uniform(0.3, 0.6)
     rise = 0.5 - 0.5 * np.cos(np.pi * np.minimum(u / top, 1.0))

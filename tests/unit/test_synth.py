@@ -355,7 +355,8 @@ def test_dishes_are_short_and_impulsive():
     for seed in range(4):
         x = event("Dishes", seed)
         assert x.size <= 1.2 * SR
-        assert busy_fraction(x) < 0.45
+        # clinks follow each other, but decay between them (textures > 0.8)
+        assert busy_fraction(x) < 0.6
         assert busy_fraction(event("Vacuum_cleaner", seed)) > 0.8
 
 
