@@ -11,6 +11,7 @@ would type; the commands are printed as they run.
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -22,12 +23,12 @@ RECIPE = REPO / "recipes/DESED/SED"
 
 #: Settings that fit the demo into about 10 minutes on 2 CPU cores: a
 #: narrower CRNN (163,580 parameters instead of 1,112,420), no dropout, a higher
-#: learning rate, a faster teacher and 600 steps instead of 23,600.
+#: learning rate, a faster teacher and 1,100 steps instead of 23,600.
 #: Everything else is the recipe's default. See recipes/DESED/SED/README.md.
 DEMO_OVERRIDES = [
-    "--number_of_epochs=12",
-    "--rampup_epochs=3",
-    "--valid_every_n_epochs=6",
+    "--number_of_epochs=22",
+    "--rampup_epochs=5",
+    "--valid_every_n_epochs=11",
     "--batch_sizes=[8,4,4]",
     "--cnn_filters=[8,16,32,32,32,32,32]",
     "--rnn_hidden=64",
@@ -40,10 +41,21 @@ DEMO_OVERRIDES = [
 METRICS = ("psds1", "psds2", "intersection_f1", "collar_f1")
 
 
+#: glibc hands large blocks back to the kernel after every step and takes
+#: them again at the next one; keeping them makes a CPU training step about
+#: 30 % faster here (0.67 s -> 0.43 s). Only the speed changes.
+MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "33554432",
+    "MALLOC_TRIM_THRESHOLD_": "4294967296",
+    "MALLOC_TOP_PAD_": "1073741824",
+}
+
+
 def run(cmd):
     """Print and run a command; stop the demo if it fails."""
     print("\n$ " + shlex.join(str(c) for c in cmd), flush=True)
-    subprocess.run([str(c) for c in cmd], check=True, cwd=REPO)
+    env = {**MALLOC_ENV, **os.environ}
+    subprocess.run([str(c) for c in cmd], check=True, cwd=REPO, env=env)
 
 
 def train_command(hparams, data, prep, output, extra):
