@@ -64,29 +64,19 @@ if __name__ == "__main__":
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    run_on_main(
-        prepare_desed,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "save_folder": hparams["prep_folder"],
-            "subsets": layout_subsets(hparams),
-            "classes": hparams["encoder"].classes,
-            "sample_rate": hparams["sample_rate"],
-            "skip_bad": hparams["skip_bad"],
-            "num_workers": hparams["prep_workers"],
-        },
-    )
+    prep_kwargs = {
+        "data_folder": hparams["data_folder"],
+        "save_folder": hparams["prep_folder"],
+        "subsets": layout_subsets(hparams),
+        "classes": hparams["encoder"].classes,
+        "sample_rate": hparams["sample_rate"],
+        "skip_bad": hparams["skip_bad"],
+        "num_workers": hparams["prep_workers"],
+    }
+    run_on_main(prepare_desed, kwargs=prep_kwargs)
     # Every rank reads the outputs; the main process prepared them above, so
     # this call finds its marker and returns at once.
-    manifests = prepare_desed(
-        hparams["data_folder"],
-        hparams["prep_folder"],
-        subsets=layout_subsets(hparams),
-        classes=hparams["encoder"].classes,
-        sample_rate=hparams["sample_rate"],
-        skip_bad=hparams["skip_bad"],
-        progress=False,
-    )
+    manifests = prepare_desed(**prep_kwargs, progress=False)
     train_set, sampler, valid_set, test_set = dataio_prep(hparams, manifests)
 
     brain = SEDBrain(
