@@ -329,7 +329,7 @@ class SEDBrain(sb.Brain):
                 stats = compute_sed_metrics(
                     filtered,
                     ground_truth,
-                    _subset_durations(durations, filtered),
+                    durations,
                     return_psd_roc=return_psd_roc,
                 )
                 scores[name] = (raw, filtered)
@@ -427,16 +427,6 @@ class SEDBrain(sb.Brain):
                 if key in summary[name]
             },
         )
-
-
-def _subset_durations(durations, scores):
-    """Restrict a durations table to the scored clips (debug runs)."""
-    import pandas as pd
-
-    table = pd.read_csv(durations, sep="\t")
-    ids = {f"{clip_id}.wav" for clip_id in scores}
-    table = table[table.filename.isin(ids)]
-    return dict(zip(table.filename.str[:-4], table.duration))
 
 
 def format_table(model_stats):
