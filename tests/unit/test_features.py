@@ -1,4 +1,4 @@
-"""Tests of the CNN mel front end against an independent numpy computation.
+"""Tests of the mel front ends against independent computations.
 
 Authors
 -------
@@ -8,8 +8,13 @@ Authors
 import numpy as np
 import pytest
 import torch
+from torchaudio.transforms import AmplitudeToDB
 
-from speechbrain_sed_condmix.lobes.features import CNNMelFrontEnd
+from speechbrain_sed_condmix.lobes.features import (
+    ATSTMelFrontEnd,
+    CNNMelFrontEnd,
+    DualMelFrontEnd,
+)
 
 SR, N_FFT, HOP, N_MELS, F_MAX = 16000, 2048, 256, 128, 8000.0
 
@@ -124,3 +129,137 @@ def test_fp32_under_autocast(front_end):
     assert out.dtype == torch.float32
     ref = front_end.mel(wav.float())
     torch.testing.assert_close(mel, ref)
+
+
+# ------------------------------------------------------------- ATST front end
+
+A_NFFT, A_HOP, A_MELS = 1024, 160, 64
+A_LO, A_HI = -79.6482, 50.6842
+
+
+def _numpy_power_mel(wav):
+    """ATST power mel of a 1-D signal with numpy only: [64, frames]."""
+    n = np.arange(A_NFFT)
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / A_NFFT)  # periodic Hann
+    padded = np.pad(wav.astype(np.float64), A_NFFT // 2, mode="reflect")
+    n_frames = 1 + (len(padded) - A_NFFT) // A_HOP
+    frames = np.stack(
+        [padded[i * A_HOP : i * A_HOP + A_NFFT] for i in range(n_frames)]
+    )
+    power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2
+    fb = _htk_filterbank(A_NFFT // 2 + 1, A_MELS, SR, 60.0, 7800.0)
+    return (power @ fb).T
+
+
+def _scale(db):
+    return (torch.clamp(db, -50.0, 80.0) - A_LO) / (A_HI - A_LO) * 2.0 - 1.0
+
+
+@pytest.fixture(scope="module")
+def atst_front_end():
+    return ATSTMelFrontEnd()
+
+
+def test_atst_ten_seconds_gives_1001_frames(atst_front_end):
+    mel = atst_front_end.mel(torch.randn(2, 160000))
+    assert mel.shape == (2, 64, 1001)
+    assert mel.dtype == torch.float32
+    assert atst_front_end(torch.randn(2, 160000)).shape == (2, 64, 1001)
+
+
+def test_atst_mel_matches_numpy(atst_front_end):
+    rng = np.random.default_rng(2)
+    t = np.arange(8000) / SR
+    wav = np.stack(
+        [
+            0.3 * rng.standard_normal(t.size),
+            np.sin(2 * np.pi * 1000.0 * t) + 0.01 * rng.standard_normal(t.size),
+        ]
+    )
+    out = atst_front_end.mel(torch.from_numpy(wav).float()).double().numpy()
+    ref = np.stack([_numpy_power_mel(w) for w in wav.astype(np.float32)])
+    assert out.shape == ref.shape == (2, A_MELS, 1 + 8000 // A_HOP)
+    np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-6 * ref.max())
+
+
+def _loud_and_quiet(seed):
+    g = torch.Generator().manual_seed(seed)
+    # dB values spread over about 120 dB, the second clip 60 dB quieter
+    mel = 10.0 ** (torch.rand(2, 64, 50, generator=g) * 12.0 - 5.0)
+    mel[1] *= 1e-6
+    return mel
+
+
+def test_atst_normalize_per_clip_matches_torchaudio(atst_front_end):
+    assert atst_front_end.per_clip_top_db
+    mel = _loud_and_quiet(0)
+    to_db = AmplitudeToDB(stype="power", top_db=80.0)
+    ref = torch.stack([_scale(to_db(m.unsqueeze(0))[0]) for m in mel])
+    torch.testing.assert_close(atst_front_end.normalize(mel), ref)
+
+
+def test_atst_normalize_whole_batch_matches_torchaudio():
+    fe = ATSTMelFrontEnd(per_clip_top_db=False)
+    mel = _loud_and_quiet(1)
+    # On a rank-3 batch torchaudio takes the top_db max over the batch.
+    ref = _scale(AmplitudeToDB(stype="power", top_db=80.0)(mel))
+    torch.testing.assert_close(fe.normalize(mel), ref)
+
+
+def test_atst_top_db_modes_differ_on_quiet_clip(atst_front_end):
+    mel = _loud_and_quiet(2)
+    per_clip = atst_front_end.normalize(mel)
+    batch = ATSTMelFrontEnd(per_clip_top_db=False).normalize(mel)
+    # The loud clip holds the batch maximum: same result in both modes.
+    torch.testing.assert_close(per_clip[0], batch[0])
+    # The quiet one is floored at the loud clip's peak - 80 dB in batch mode.
+    assert not torch.allclose(per_clip[1], batch[1])
+    floor_db = 10.0 * torch.log10(mel.max()) - 80.0
+    expected_floor = _scale(floor_db)
+    torch.testing.assert_close(batch[1].min(), expected_floor)
+    assert float(per_clip[1].min()) < float(expected_floor) - 0.1
+
+
+def test_atst_normalize_range(atst_front_end):
+    lo = (-50.0 - A_LO) / (A_HI - A_LO) * 2.0 - 1.0
+    hi = (80.0 - A_LO) / (A_HI - A_LO) * 2.0 - 1.0
+    g = torch.Generator().manual_seed(3)
+    # clip 0 reaches +90 dB (clamped to 80), clip 1 peaks at 30 dB so its
+    # floor lies below -50 dB and the -50 clamp is hit
+    mel = torch.stack(
+        [
+            10.0 ** (torch.rand(64, 40, generator=g) * 18.0 - 9.0),
+            10.0 ** (torch.rand(64, 40, generator=g) * 12.0 - 9.0),
+        ]
+    )
+    mel[0, 0, 0], mel[1, 0, 0], mel[1, 0, 1] = 1e9, 1e3, 1e-12
+    out = atst_front_end.normalize(mel)
+    assert float(out.min()) >= lo - 1e-6 and float(out.max()) <= hi + 1e-6
+    assert float(out[0].max()) == pytest.approx(hi, abs=1e-5)
+    assert float(out[1].min()) == pytest.approx(lo, abs=1e-5)
+    assert lo == pytest.approx(-0.5450, abs=1e-4)
+    assert hi == pytest.approx(1.4499, abs=1e-4)
+
+
+def test_atst_fp32_under_autocast(atst_front_end):
+    wav = torch.randn(1, 4000, dtype=torch.bfloat16)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mel = atst_front_end.mel(wav)
+        out = atst_front_end.normalize(mel)
+    assert mel.dtype == torch.float32 and out.dtype == torch.float32
+    torch.testing.assert_close(mel, atst_front_end.mel(wav.float()))
+
+
+def test_dual_front_end(front_end, atst_front_end):
+    dual = DualMelFrontEnd(front_end, atst_front_end)
+    assert dual.cnn is front_end and dual.atst is atst_front_end
+    wav = torch.randn(2, 16000)
+    mels = dual.mel(wav)
+    assert isinstance(mels, list) and len(mels) == 2
+    assert torch.equal(mels[0], front_end.mel(wav))
+    assert torch.equal(mels[1], atst_front_end.mel(wav))
+    normed = dual.normalize(mels)
+    assert torch.equal(normed[0], front_end(wav))
+    assert torch.equal(normed[1], atst_front_end(wav))
+    out = dual(wav)
+    assert [tuple(x.shape) for x in out] == [(2, 128, 63), (2, 64, 101)]
