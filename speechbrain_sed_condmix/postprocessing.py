@@ -111,7 +111,7 @@ def _class_names(frame):
 
 
 def _lengths_per_class(filter_length, event_classes):
-    """Resolve ``filter_length`` to a checked ``{class: odd int}`` dict."""
+    """Resolve ``filter_length`` to a checked ``{class: int}`` dict."""
     if isinstance(filter_length, Mapping):
         missing = [c for c in event_classes if c not in filter_length]
         if missing:
@@ -129,11 +129,13 @@ def _lengths_per_class(filter_length, event_classes):
     else:
         lengths = dict.fromkeys(event_classes, filter_length)
     for name, length in lengths.items():
-        # Even lengths would shift the output by half a frame.
-        if int(length) != length or length < 1 or int(length) % 2 == 0:
+        # Even lengths are allowed because ATST-SED's class-wise windows
+        # ([6, 20, 7, 4, ...]) use them; scipy then centres the window half
+        # a frame late, exactly as in the reference.
+        if int(length) != length or length < 1:
             raise ValueError(
                 f"median filter length for class {name!r} must be a "
-                f"positive odd integer, got {length!r}."
+                f"positive integer, got {length!r}."
             )
         lengths[name] = int(length)
     return lengths
@@ -175,7 +177,7 @@ def median_filter(scores, filter_length):
     scores : pandas.DataFrame or dict
         One score DataFrame, or ``{clip_id: DataFrame}``.
     filter_length : int, dict or sequence
-        Odd window length in frames: one int for all classes, a dict
+        Window length in frames: one int for all classes, a dict
         ``{class: int}``, or a sequence in class-column order. ``1`` leaves a
         class unchanged.
 

@@ -64,3 +64,46 @@ class ExponentialRampUp:
     def __call__(self, step):
         """Return the ramped value at ``step``."""
         return self.base * exponential_rampup(step, self.length)
+
+
+def warmup_cosine_factor(step, warmup, total, floor=None):
+    """Learning-rate factor: exponential warm-up, then optional cosine.
+
+    During warm-up the factor is :func:`exponential_rampup`. Afterwards it is
+    1 when ``floor`` is None (ATST-SED stage 1, the DCASE baseline), or it
+    decays along a half cosine from 1 at the end of warm-up to ``floor`` at
+    ``total`` (ATST-SED stage 2 uses ``floor=0.1``):
+    ``floor + (1 - floor) * (1 + cos(pi * (t - T_w) / (T - T_w))) / 2``.
+
+    Arguments
+    ---------
+    step : int
+        Current optimiser step ``t``.
+    warmup : int
+        Warm-up length ``T_w`` in steps.
+    total : int
+        Total number of steps ``T``.
+    floor : float, optional
+        Final factor of the cosine decay; None keeps 1 after warm-up.
+
+    Returns
+    -------
+    float
+        The factor.
+
+    Example
+    -------
+    >>> warmup_cosine_factor(10, 10, 110, floor=0.1)
+    1.0
+    >>> round(warmup_cosine_factor(60, 10, 110, floor=0.1), 6)
+    0.55
+    >>> warmup_cosine_factor(500, 10, 110, floor=0.1)
+    0.1
+    >>> warmup_cosine_factor(500, 10, 110)
+    1.0
+    """
+    if step < warmup or floor is None:
+        return exponential_rampup(step, warmup)
+    span = max(total - warmup, 1)
+    progress = min(max(step - warmup, 0), span) / span
+    return floor + (1.0 - floor) * (1.0 + math.cos(math.pi * progress)) / 2

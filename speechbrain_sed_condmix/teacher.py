@@ -68,6 +68,11 @@ class EMATeacher(nn.Module):
     buffers : str or None
         ``"ema"``, ``"copy"`` or ``"keep"`` (see above); ``None`` means
         ``"ema"`` in eval mode and ``"keep"`` otherwise.
+    decay_warmup : bool
+        True: ``alpha = min(1 - 1/(step + 1), decay)``, so a new teacher
+        follows the student closely at first (DCASE baseline, ATST-SED
+        stage 1). False: the constant ``decay`` (ATST-SED stage 2, whose
+        teacher starts from a trained stage-1 teacher).
 
     Example
     -------
@@ -82,9 +87,17 @@ class EMATeacher(nn.Module):
     False
     """
 
-    def __init__(self, student, decay=0.999, eval_mode=True, buffers=None):
+    def __init__(
+        self,
+        student,
+        decay=0.999,
+        eval_mode=True,
+        buffers=None,
+        decay_warmup=True,
+    ):
         super().__init__()
         self.decay = float(decay)
+        self.decay_warmup = bool(decay_warmup)
         self.eval_mode = bool(eval_mode)
         if buffers is None:
             buffers = "ema" if eval_mode else "keep"
@@ -121,7 +134,7 @@ class EMATeacher(nn.Module):
         return self
 
     def alpha(self, step):
-        """EMA factor ``min(1 - 1 / (step + 1), decay)`` for a step.
+        """EMA factor ``min(1 - 1 / (step + 1), decay)`` (or ``decay``).
 
         Arguments
         ---------
@@ -137,7 +150,11 @@ class EMATeacher(nn.Module):
         -------
         >>> EMATeacher(torch.nn.Linear(1, 1)).alpha(2)
         0.6666666666666667
+        >>> EMATeacher(torch.nn.Linear(1, 1), decay_warmup=False).alpha(2)
+        0.999
         """
+        if not self.decay_warmup:
+            return self.decay
         return min(1.0 - 1.0 / (step + 1), self.decay)
 
     @torch.no_grad()

@@ -34,6 +34,9 @@ class SEDOutput(NamedTuple):
     embeddings : torch.Tensor
         Frame embeddings before the output dropout,
         [batch, frames, embedding_dim].
+    encoder_embeddings : torch.Tensor, optional
+        Frame embeddings of a pretrained encoder branch (ATST-SED's
+        ATST-Frame output, [batch, tokens, dim]); None for the CRNN.
 
     Example
     -------
@@ -45,6 +48,7 @@ class SEDOutput(NamedTuple):
     strong: torch.Tensor
     weak: torch.Tensor
     embeddings: torch.Tensor
+    encoder_embeddings: torch.Tensor = None
 
 
 class GLU(nn.Module):
@@ -475,23 +479,65 @@ class CRNN(nn.Module):
             )
         x = x.permute(0, 2, 1, 3).reshape(bs, frames, chan * freq)
         emb = self.rnn(x)
-        h = self.dropout(emb)
-        strong = torch.sigmoid(self.dense(h))  # [B, T, C]
-        if self.attention:
-            # Softmax over the classes (as in the reference), so a frame
-            # spreads one unit of attention over the classes; the weak
-            # output then normalises each class over time.
-            att = torch.softmax(self.dense_softmax(h), dim=-1)
-            att = torch.clamp(att, min=1e-7, max=1.0)
-            if frame_mask is not None:
-                att = att * frame_mask.unsqueeze(-1).to(att.dtype)
-            weak = (strong * att).sum(1) / att.sum(1)
-        elif frame_mask is not None:
-            m = frame_mask.unsqueeze(-1).to(strong.dtype)
-            weak = (strong * m).sum(1) / m.sum(1).clamp(min=1.0)
-        else:
-            weak = strong.mean(1)
-        return SEDOutput(strong.transpose(1, 2), weak, emb)
+        strong, weak = classification_heads(
+            self.dropout(emb),
+            self.dense,
+            self.dense_softmax if self.attention else None,
+            frame_mask,
+        )
+        return SEDOutput(strong, weak, emb)
+
+
+def classification_heads(h, dense, dense_softmax=None, frame_mask=None):
+    """Strong (frame) and weak (clip) outputs of the DCASE CRNN heads.
+
+    ``strong = sigmoid(dense(h))``; with ``dense_softmax`` the weak output is
+    attention-pooled, with the softmax over the classes as in the reference:
+    ``a = clamp(softmax_c(dense_softmax(h)), 1e-7, 1)`` and
+    ``weak_c = sum_t strong_tc a_tc / sum_t a_tc``; without it, the mean
+    over (valid) frames.
+
+    Arguments
+    ---------
+    h : torch.Tensor
+        Frame features, [batch, frames, features].
+    dense : torch.nn.Linear
+        Strong head.
+    dense_softmax : torch.nn.Linear, optional
+        Attention head.
+    frame_mask : torch.Tensor, optional
+        Bool [batch, frames], True on valid frames.
+
+    Returns
+    -------
+    strong : torch.Tensor
+        [batch, classes, frames].
+    weak : torch.Tensor
+        [batch, classes].
+
+    Example
+    -------
+    >>> dense = torch.nn.Linear(4, 3)
+    >>> strong, weak = classification_heads(torch.randn(2, 5, 4), dense)
+    >>> torch.allclose(weak, strong.mean(-1))
+    True
+    """
+    strong = torch.sigmoid(dense(h))  # [B, T, C]
+    if dense_softmax is not None:
+        # Softmax over the classes (as in the reference), so a frame
+        # spreads one unit of attention over the classes; the weak
+        # output then normalises each class over time.
+        att = torch.softmax(dense_softmax(h), dim=-1)
+        att = torch.clamp(att, min=1e-7, max=1.0)
+        if frame_mask is not None:
+            att = att * frame_mask.unsqueeze(-1).to(att.dtype)
+        weak = (strong * att).sum(1) / att.sum(1)
+    elif frame_mask is not None:
+        m = frame_mask.unsqueeze(-1).to(strong.dtype)
+        weak = (strong * m).sum(1) / m.sum(1).clamp(min=1.0)
+    else:
+        weak = strong.mean(1)
+    return strong.transpose(1, 2), weak
 
 
 _DESED_PREFIXES = {"student": "sed_student.", "teacher": "sed_teacher."}

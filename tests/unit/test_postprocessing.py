@@ -113,11 +113,21 @@ def test_median_filter_dict():
         np.testing.assert_array_equal(out[key][CLASSES].to_numpy(), expected)
 
 
+def test_even_lengths_match_scipy_like_the_reference():
+    # ATST-SED stage 2 uses even windows (e.g. 6 and 4 frames)
+    df = _random_scores(40)
+    out = median_filter(df, 4)
+    expected = scipy.ndimage.median_filter(
+        df[CLASSES].to_numpy(), size=(4, 1), mode="reflect"
+    )
+    np.testing.assert_array_equal(out[CLASSES].to_numpy(), expected)
+
+
 def test_median_filter_rejects_bad_lengths():
     df = _random_scores(5)
-    with pytest.raises(ValueError, match="odd"):
-        median_filter(df, 4)
-    with pytest.raises(ValueError, match="odd"):
+    with pytest.raises(ValueError, match="positive integer"):
+        median_filter(df, 2.5)
+    with pytest.raises(ValueError, match="positive integer"):
         median_filter(df, 0)
     with pytest.raises(ValueError, match="no entry"):
         median_filter(df, {"a": 3})
