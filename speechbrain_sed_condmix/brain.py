@@ -1,14 +1,33 @@
 """SEDBrain: semi-supervised sound event detection with SpeechBrain.
 
-One training step (Mean Teacher, DCASE baseline):
+One training step:
 
-1. waveform -> linear mel on the training device (``modules.frontend``);
-2. mixup within the strong rows and within the weak rows (``hparams.mixup``);
-3. log / scaling, then the student and the EMA teacher on the same features;
-4. supervised BCE on strong frames (strong rows only) and on clip labels
-   (weak rows only), plus the consistency MSE between student and teacher on
-   the whole batch, weighted by ``const_max`` times the exponential ramp-up;
-5. after the optimiser step, the EMA update of the teacher.
+1. waveform -> linear mel(s) on the training device (``modules.frontend``:
+   one CNN mel for the CRNN, CNN mel + ATST power mel for ATST-SED);
+2. mixup within subsets (``hparams.mixup``, e.g. ``ConditionalMixup``),
+   with the same coefficient and partner for every mixed representation;
+3. log / scaling, optional per-input augmentation (``input_augment``, e.g.
+   frequency warping of the ATST mel, drawn separately for the student and
+   the teacher), then the student and the EMA teacher. The teacher sees the
+   student's mixed input (``teacher_input: mixed``, Mean Teacher as in the
+   DCASE baseline and ATST-SED stage 1) or the unmixed clips
+   (``teacher_input: clean``, ATST-SED stage 2 and the conditional-mixup
+   method);
+4. the loss, assembled from YAML weights, each unsupervised weight ramped
+   up with ``exp(-5 (1 - t/T)^2)``:
+
+   * supervised BCE on strong frames (strong rows) and clip labels (weak
+     rows), against the mixed labels (composition rows) or the dominant
+     clip's labels (perturbation rows);
+   * ``const_max`` x consistency MSE between student and teacher (the whole
+     batch when the teacher sees the mixed input; the unmixed rows
+     otherwise);
+   * ``pseudo_label_weight`` x MSE to the teacher's pseudo-labels on the
+     mixed rows: ``lam T(x_i) + (1 - lam) T(x_j)`` for composition,
+     ``T(x_i)`` for perturbation;
+   * ``contrastive_weight`` x the embedding-level contrastive loss
+     (``modules.contrastive``) on the mixed rows;
+5. after the optimiser step, the EMA updates (teacher, teacher projector).
 
 Validation and test score the student and the teacher with the same code:
 frame scores -> median filter -> sed_scores_eval metrics.
@@ -28,6 +47,7 @@ from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_sed_condmix import losses
+from speechbrain_sed_condmix.augment.mixup import MixInfo
 from speechbrain_sed_condmix.dataio.sampler import MultiSourceBatchSampler
 from speechbrain_sed_condmix.metrics import (
     PSDS1_PARAMS,
@@ -35,32 +55,48 @@ from speechbrain_sed_condmix.metrics import (
     clip_macro_f1,
     compute_sed_metrics,
 )
+from speechbrain_sed_condmix.optim import sed_param_groups
 from speechbrain_sed_condmix.postprocessing import (
     frame_scores_to_dataframe,
     median_filter,
     write_scores,
 )
-from speechbrain_sed_condmix.schedulers import exponential_rampup
+from speechbrain_sed_condmix.schedulers import (
+    exponential_rampup,
+    warmup_cosine_factor,
+)
+from speechbrain_sed_condmix.teacher import _unwrap
 
 logger = logging.getLogger(__name__)
 
 #: The models scored at validation and test time.
 EVAL_MODELS = ("student", "teacher")
 
+#: Modules that are not trained by the optimiser's "rnn" group.
+_NOT_EXTRA = ("frontend", "student", "teacher")
+
 
 class SEDBrain(sb.Brain):
     """Brain for semi-supervised SED with a Mean Teacher.
 
-    Expected ``modules``: ``frontend`` (with ``mel`` and ``normalize``),
-    ``student`` (returns an ``SEDOutput``) and ``teacher``
-    (an :class:`~speechbrain_sed_condmix.teacher.EMATeacher`).
+    Expected ``modules``: ``frontend`` (with ``mel`` and ``normalize``;
+    ``mel`` may return one tensor or a list, one per model input),
+    ``student`` (returns an ``SEDOutput``), ``teacher`` (an
+    :class:`~speechbrain_sed_condmix.teacher.EMATeacher`) and, for the
+    contrastive term, ``contrastive`` (an ``EmbeddingContrastiveLoss``).
 
-    Expected ``hparams``: ``encoder`` (a ``FrameLabelEncoder``), ``mixup``
-    (or ``None``), ``lr``, ``const_max``, ``rampup_epochs``,
-    ``median_filter``, ``valid_every_n_epochs``, ``selection_key``,
-    ``valid_ground_truth``, ``valid_durations``, ``test_ground_truth``,
-    ``test_durations``, ``score_padded_tail``, ``output_folder``,
-    ``train_logger``, ``epoch_counter``.
+    Expected ``hparams``: ``encoder`` (a ``FrameLabelEncoder``), ``lr``,
+    ``const_max``, ``rampup_epochs``, ``median_filter``,
+    ``valid_every_n_epochs``, ``selection_key``, ``valid_ground_truth``,
+    ``valid_durations``, ``test_ground_truth``, ``test_durations``,
+    ``score_padded_tail``, ``output_folder``, ``train_logger``,
+    ``epoch_counter``. Optional (default): ``mixup`` (None),
+    ``mix_subsets`` ([strong, weak]), ``mix_inputs`` (all), ``teacher_input``
+    ("mixed"), ``input_augment`` (None), ``weak_loss_weight`` (1),
+    ``weak_consistency_weight`` (1), ``pseudo_label_weight`` (0),
+    ``contrastive_weight`` (0), ``embedding_tap`` ("embeddings"),
+    ``param_groups`` (one group at ``lr``), ``lr_floor`` (None: no cosine
+    decay).
 
     Arguments
     ---------
@@ -136,8 +172,8 @@ class SEDBrain(sb.Brain):
         Returns
         -------
         dict
-            ``student`` and ``teacher`` outputs, the (mixed) targets and the
-            row masks.
+            ``student`` and ``teacher`` outputs, the (mixed) targets, the
+            row masks and the mix record ``mix`` (a ``MixInfo``).
         """
         batch = batch.to(self.device)
         wavs, _ = batch.sig
@@ -145,26 +181,78 @@ class SEDBrain(sb.Brain):
         weak = batch.weak_labels.data.float()
         is_strong = batch.is_strong.bool()
         is_weak = batch.is_weak.bool()
-        mel = self.modules.frontend.mel(wavs)
+        mels = self.modules.frontend.mel(wavs)
+        if isinstance(mels, torch.Tensor):
+            mels = [mels]
+        frontend = self.modules.frontend
+        info = MixInfo.identity(len(wavs), wavs.device)
         mixup = getattr(self.hparams, "mixup", None)
-        if stage == sb.Stage.TRAIN and mixup is not None:
-            groups = [
-                torch.nonzero(is_strong).flatten(),
-                torch.nonzero(is_weak).flatten(),
-            ]
-            (mel,), (strong, weak) = mixup([mel], [strong, weak], groups)
-        features = self.modules.frontend.normalize(mel)
+        if stage != sb.Stage.TRAIN:
+            inputs = frontend.normalize(mels if len(mels) > 1 else mels[0])
+            inputs = inputs if isinstance(inputs, list) else [inputs]
+            student_in = teacher_in = inputs
+        else:
+            mixed = list(mels)
+            if mixup is not None:
+                which = getattr(self.hparams, "mix_inputs", None)
+                which = range(len(mels)) if which is None else which
+                groups = self._mix_groups(is_strong, is_weak)
+                out, info = mixup([mels[i] for i in which], groups)
+                for i, x in zip(which, out):
+                    mixed[i] = x
+                strong = info.mix_targets(strong)
+                weak = info.mix_targets(weak)
+            student_in = self._network_inputs(mixed)
+            if self._teacher_sees_clean():
+                teacher_in = self._network_inputs(mels)
+            elif getattr(self.hparams, "input_augment", None):
+                teacher_in = self._network_inputs(mixed)
+            else:
+                teacher_in = student_in
         return {
-            "student": self.modules.student(features),
-            "teacher": self.modules.teacher(features),
+            "student": self.modules.student(*student_in),
+            "teacher": self.modules.teacher(*teacher_in),
             "strong_targets": strong,
             "weak_targets": weak,
             "is_strong": is_strong,
             "is_weak": is_weak,
+            "mix": info,
         }
 
+    def _teacher_sees_clean(self):
+        mode = getattr(self.hparams, "teacher_input", "mixed")
+        if mode not in ("mixed", "clean"):
+            raise ValueError(f"teacher_input must be mixed or clean: {mode}")
+        return mode == "clean"
+
+    def _mix_groups(self, is_strong, is_weak):
+        """Row indices of each mixed subset (partners stay in a subset)."""
+        rows = {
+            "strong": is_strong,
+            "weak": is_weak,
+            "unlabeled": ~(is_strong | is_weak),
+        }
+        names = getattr(self.hparams, "mix_subsets", None)
+        names = ["strong", "weak"] if names is None else names
+        unknown = set(names) - set(rows)
+        if unknown:
+            raise ValueError(f"mix_subsets: unknown subsets {sorted(unknown)}")
+        return [torch.nonzero(rows[n]).flatten() for n in names]
+
+    def _network_inputs(self, mels):
+        """Normalise each mel, then apply its (optional) augmentation."""
+        inputs = self.modules.frontend.normalize(
+            list(mels) if len(mels) > 1 else mels[0]
+        )
+        inputs = list(inputs) if isinstance(inputs, list) else [inputs]
+        augment = getattr(self.hparams, "input_augment", None) or []
+        for i, module in enumerate(augment):
+            if module is not None:
+                inputs[i] = module(inputs[i])
+        return inputs
+
     def compute_objectives(self, predictions, batch, stage):
-        """Supervised and consistency losses; collects scores when scoring.
+        """The loss terms; collects scores when scoring.
 
         Arguments
         ---------
@@ -181,7 +269,6 @@ class SEDBrain(sb.Brain):
             The total loss (supervised only outside training).
         """
         student = predictions["student"]
-        teacher = predictions["teacher"]
         is_strong = predictions["is_strong"]
         is_weak = predictions["is_weak"]
         loss_strong = losses.masked_bce(
@@ -190,15 +277,11 @@ class SEDBrain(sb.Brain):
         loss_weak = losses.masked_bce(
             student.weak, predictions["weak_targets"], is_weak
         )
+        weak_weight = getattr(self.hparams, "weak_loss_weight", 1.0)
         terms = {"strong": loss_strong, "weak": loss_weak}
-        loss = loss_strong + loss_weak
+        loss = loss_strong + weak_weight * loss_weak
         if stage == sb.Stage.TRAIN:
-            weight = self.consistency_weight()
-            loss_consistency = losses.consistency_mse(
-                student.strong, teacher.strong
-            ) + losses.consistency_mse(student.weak, teacher.weak)
-            terms["consistency"] = loss_consistency
-            loss = loss + weight * loss_consistency
+            loss = loss + self._unsupervised_loss(predictions, terms)
         else:
             self._collect_scores(predictions, batch)
         for name, value in terms.items():
@@ -208,22 +291,113 @@ class SEDBrain(sb.Brain):
         self.loss_terms["_n"] = self.loss_terms.get("_n", 0) + 1
         return loss
 
+    def _unsupervised_loss(self, predictions, terms):
+        """Consistency, pseudo-label and contrastive terms, ramped up.
+
+        Each term is added to ``terms`` (unweighted) for logging; a term
+        whose weight is 0 is not computed and logged as 0.
+        """
+        student = predictions["student"]
+        teacher = predictions["teacher"]
+        info = predictions["mix"]
+        ramp = self.rampup_factor()
+        weak_w = getattr(self.hparams, "weak_consistency_weight", 1.0)
+        clean = self._teacher_sees_clean()
+
+        def prediction_mse(target_strong, target_weak, rows):
+            return losses.consistency_mse(
+                student.strong, target_strong, rows
+            ) + weak_w * losses.consistency_mse(student.weak, target_weak, rows)
+
+        # Mean Teacher: the whole batch when the teacher sees the same
+        # (mixed) input; otherwise the rows left unmixed.
+        mt_rows = ~info.mixed if clean else None
+        terms["consistency"] = prediction_mse(
+            teacher.strong, teacher.weak, mt_rows
+        )
+        total = self.hparams.const_max * ramp * terms["consistency"]
+        zero = student.weak.sum() * 0.0
+        pl_weight = float(getattr(self.hparams, "pseudo_label_weight", 0.0))
+        cl_weight = float(getattr(self.hparams, "contrastive_weight", 0.0))
+        if (pl_weight or cl_weight) and not clean:
+            raise ValueError(
+                "pseudo_label_weight and contrastive_weight need "
+                "teacher_input: clean (targets come from the unmixed clips)"
+            )
+        for key in ("pseudo_label", "contrastive"):
+            for part in ("", "_composition", "_perturbation"):
+                terms[key + part] = zero
+        if pl_weight:
+            target_strong = info.mix_pseudo_labels(teacher.strong)
+            target_weak = info.mix_pseudo_labels(teacher.weak)
+            terms["pseudo_label"] = prediction_mse(
+                target_strong, target_weak, info.mixed
+            )
+            for mode in ("composition", "perturbation"):
+                terms[f"pseudo_label_{mode}"] = prediction_mse(
+                    target_strong, target_weak, getattr(info, mode)
+                ).detach()
+            total = total + pl_weight * ramp * terms["pseudo_label"]
+        if cl_weight:
+            tap = getattr(self.hparams, "embedding_tap", "embeddings")
+            contrastive = self.modules.contrastive
+            student_emb = getattr(student, tap)
+            teacher_emb = getattr(teacher, tap)
+            terms["contrastive"] = contrastive(student_emb, teacher_emb, info)
+            with torch.no_grad():
+                for mode in ("composition", "perturbation"):
+                    terms[f"contrastive_{mode}"] = contrastive(
+                        student_emb, teacher_emb, info, getattr(info, mode)
+                    )
+            total = total + cl_weight * ramp * terms["contrastive"]
+        return total
+
     # ------------------------------------------------------------------
-    # Schedules and the teacher
+    # Optimiser, schedules and the teacher
+
+    def init_optimizers(self):
+        """One optimiser over parameter groups with their own peak LRs.
+
+        ``hparams.param_groups`` (e.g. ``sed_param_groups`` with the CNN,
+        RNN and layer-wise ATST rates) builds the groups from the student and
+        the other trained modules (e.g. the contrastive heads); without it,
+        every trainable parameter gets ``lr``.
+        """
+        if self.opt_class is None:
+            return super().init_optimizers()
+        extra = [m for k, m in self.modules.items() if k not in _NOT_EXTRA]
+        make_groups = getattr(self.hparams, "param_groups", None)
+        if make_groups is None:
+            groups = sed_param_groups(
+                self.modules.student, lr=self.hparams.lr, extra_modules=extra
+            )
+        else:
+            groups = make_groups(self.modules.student, extra_modules=extra)
+        self.optimizer = self.opt_class(groups)
+        for group in self.optimizer.param_groups:
+            group["peak_lr"] = group["lr"]
+        self.optimizers_dict = {"opt_class": self.optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
 
     def rampup_length(self):
         """Ramp-up length in optimiser steps (``rampup_epochs`` epochs)."""
         steps = self.steps_per_epoch or 0
         return int(self.hparams.rampup_epochs * steps)
 
+    def rampup_factor(self):
+        """The exponential ramp-up factor at the current step."""
+        return exponential_rampup(self.optimizer_step, self.rampup_length())
+
     def consistency_weight(self):
         """``const_max`` times the ramp-up factor at the current step."""
-        return self.hparams.const_max * exponential_rampup(
-            self.optimizer_step, self.rampup_length()
-        )
+        return self.hparams.const_max * self.rampup_factor()
 
     def on_fit_batch_start(self, batch, should_step):
-        """Set the warm-up learning rate for the coming optimiser step.
+        """Set each group's learning rate for the coming optimiser step.
+
+        The factor is the exponential warm-up over ``rampup_epochs``, then
+        1, or a cosine decay to ``lr_floor`` at the last epoch.
 
         Arguments
         ---------
@@ -232,14 +406,20 @@ class SEDBrain(sb.Brain):
         should_step : bool
             Whether the optimiser steps after this batch.
         """
-        factor = exponential_rampup(
-            self.optimizer_step + 1, self.rampup_length()
+        counter = getattr(self.hparams, "epoch_counter", None)
+        epochs = counter.limit if counter is not None else 0
+        total = epochs * (self.steps_per_epoch or 0)
+        factor = warmup_cosine_factor(
+            self.optimizer_step + 1,
+            self.rampup_length(),
+            total,
+            floor=getattr(self.hparams, "lr_floor", None),
         )
         for group in self.optimizer.param_groups:
-            group["lr"] = self.hparams.lr * factor
+            group["lr"] = group["peak_lr"] * factor
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Update the EMA teacher after each optimiser step.
+        """Update the EMA teacher (and teacher projector) after each step.
 
         Arguments
         ---------
@@ -256,6 +436,10 @@ class SEDBrain(sb.Brain):
             self.modules.teacher.update(
                 self.modules.student, self.optimizer_step
             )
+            if "contrastive" in self.modules:
+                _unwrap(self.modules.contrastive).update_teacher(
+                    self.optimizer_step
+                )
 
     # ------------------------------------------------------------------
     # Stages
@@ -365,9 +549,13 @@ class SEDBrain(sb.Brain):
                 self.hparams.valid_ground_truth, self.hparams.valid_durations
             )
             for name, model_stats in results.items():
-                for key in ("psds1", "intersection_f1", "weak_f1"):
+                for key in ("psds1", "psds2", "intersection_f1", "weak_f1"):
                     if key in model_stats:
                         stats[f"{name}_{key}"] = model_stats[key]
+                # ATST-SED stage 2 selects on PSDS1 + PSDS2.
+                stats[f"{name}_psds"] = model_stats.get(
+                    "psds1", 0.0
+                ) + model_stats.get("psds2", 0.0)
                 # DCASE baseline objective: weak F1 + synthetic-val
                 # intersection F1.
                 stats[f"{name}_obj"] = model_stats.get(

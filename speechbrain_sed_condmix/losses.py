@@ -3,11 +3,22 @@
 All predictions are probabilities (the models end with a sigmoid), as in the
 DCASE baseline, so the supervised terms are ``BCELoss`` on probabilities.
 
+The embedding-level contrastive loss of ATST-SEDv2 is reconstructed from
+ATST-Frame pre-training (BYOL without negatives): the student embedding goes
+through a projector and a predictor, the teacher embedding through an EMA
+copy of the projector, and each frame costs ``2 - 2 cos``. Its exact form in
+the paper is not public; see :class:`EmbeddingContrastiveLoss`.
+
 Authors
  * speechbrain-sed-condmix contributors 2026
 """
 
+import torch
 import torch.nn.functional as F
+from torch import nn
+
+from speechbrain_sed_condmix.lobes.heads import MLPHead
+from speechbrain_sed_condmix.teacher import EMATeacher
 
 
 def masked_bce(predictions, targets, mask):
@@ -78,3 +89,156 @@ def consistency_mse(student, teacher, mask=None):
             return student.sum() * 0.0
         student, teacher = student[mask], teacher[mask]
     return F.mse_loss(student.float(), teacher.float())
+
+
+def embedding_contrastive(prediction, target, mask=None):
+    """BYOL / ATST-Frame loss ``2 - 2 cos`` per frame, with stop-gradient.
+
+    Arguments
+    ---------
+    prediction : torch.Tensor
+        Student predictions ``[B, T, D]`` (or ``[B, D]``).
+    target : torch.Tensor
+        Teacher targets, same shape; detached.
+    mask : torch.Tensor, optional
+        Boolean ``[B]`` rows to use (default: all).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar in [0, 4], the mean over frames and selected rows of
+        ``2 - 2 <p / |p|, q / |q|>`` computed in fp32; 0 (still connected to
+        the graph) when no row is selected, so that every rank of a
+        distributed run runs the same backward graph.
+
+    Example
+    -------
+    >>> p = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    >>> embedding_contrastive(p, torch.tensor([[[3.0, 0.0], [0.0, -1.0]]]))
+    tensor(2.)
+    """
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"Shapes differ: {tuple(prediction.shape)}, {tuple(target.shape)}"
+        )
+    target = target.detach()
+    if mask is not None:
+        mask = mask.bool().to(prediction.device)
+        if not bool(mask.any()):
+            return prediction.sum() * 0.0
+        prediction, target = prediction[mask], target[mask]
+    p = F.normalize(prediction.float(), dim=-1)
+    q = F.normalize(target.float(), dim=-1)
+    return (2.0 - 2.0 * (p * q).sum(dim=-1)).mean()
+
+
+class EmbeddingContrastiveLoss(nn.Module):
+    """Embedding-level contrastive loss under conditional mixup.
+
+    The student's frame embeddings of the *mixed* batch go through
+    ``predictor(projector(.))``; the teacher's frame embeddings of the
+    *clean* batch go through an EMA copy of the projector (no gradient) and
+    are then mixed like the inputs were, with :meth:`MixInfo.interpolate`:
+
+    * composition rows (``lam <= tau``): target
+      ``lam * q[i] + (1 - lam) * q[partner]``, the projection of both clips;
+    * perturbation rows (``lam > tau``): target ``q[i]``, the projection of
+      the clean dominant clip, as in ATST-Frame where mixup is a perturbation.
+
+    The heads follow ATST-Frame (:class:`MLPHead`), smaller by default.
+    The module holds trainable parameters (projector, predictor), so it must
+    be in ``Brain.modules`` (and the optimiser); call :meth:`update_teacher`
+    after each optimiser step, like the model's Mean Teacher.
+
+    Arguments
+    ---------
+    input_size : int
+        Size of the frame embeddings.
+    hidden_size : int
+        Hidden width of the projector and predictor.
+    projection_size : int
+        Output size of the projector and predictor.
+    ema_decay : float
+        Upper bound of the EMA factor of the teacher projector.
+    teacher_eval_mode : bool
+        Run the teacher projector in eval mode (see ``EMATeacher``).
+
+    Example
+    -------
+    >>> from speechbrain_sed_condmix.augment.mixup import MixInfo
+    >>> _ = torch.manual_seed(0)
+    >>> loss_fn = EmbeddingContrastiveLoss(8, hidden_size=16, projection_size=4)
+    >>> emb = torch.randn(2, 5, 8)
+    >>> info = MixInfo(
+    ...     lam=torch.tensor([0.9, 1.0]),
+    ...     partner=torch.tensor([1, 1]),
+    ...     mixed=torch.tensor([True, False]),
+    ...     composition=torch.tensor([False, False]),
+    ...     perturbation=torch.tensor([True, False]),
+    ... )
+    >>> loss = loss_fn(emb + 0.1, emb, info)
+    >>> loss.backward()
+    >>> 0 <= loss.item() <= 4
+    True
+    >>> loss_fn.update_teacher(step=1)
+    """
+
+    def __init__(
+        self,
+        input_size,
+        hidden_size=512,
+        projection_size=128,
+        ema_decay=0.999,
+        teacher_eval_mode=True,
+    ):
+        super().__init__()
+        self.projector = MLPHead(input_size, hidden_size, projection_size)
+        self.predictor = MLPHead(projection_size, hidden_size, projection_size)
+        # The EMA copy is frozen, so the optimiser and DDP skip it.
+        self.teacher_projector = EMATeacher(
+            self.projector, decay=ema_decay, eval_mode=teacher_eval_mode
+        )
+
+    def forward(self, student_embeddings, teacher_embeddings, info, mask=None):
+        """Contrastive loss of the student (mixed) vs teacher (clean) frames.
+
+        Arguments
+        ---------
+        student_embeddings : torch.Tensor
+            ``[B, T, D]`` student embeddings of the mixed inputs.
+        teacher_embeddings : torch.Tensor
+            ``[B, T, D]`` teacher embeddings of the unmixed inputs.
+        info : MixInfo
+            The mixup that produced the student inputs.
+        mask : torch.Tensor, optional
+            Boolean ``[B]`` rows to use (default: ``info.mixed``).
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar loss.
+        """
+        if student_embeddings.shape[:-1] != teacher_embeddings.shape[:-1]:
+            raise ValueError(
+                "Student and teacher embeddings differ in batch or frames: "
+                f"{tuple(student_embeddings.shape)}, "
+                f"{tuple(teacher_embeddings.shape)}"
+            )
+        prediction = self.predictor(self.projector(student_embeddings))
+        with torch.no_grad():
+            target = info.interpolate(
+                self.teacher_projector(teacher_embeddings)
+            )
+        if mask is None:
+            mask = info.mixed
+        return embedding_contrastive(prediction, target, mask)
+
+    def update_teacher(self, step):
+        """EMA update of the teacher projector from the projector.
+
+        Arguments
+        ---------
+        step : int
+            Optimiser step count (for the EMA ramp of ``EMATeacher``).
+        """
+        self.teacher_projector.update(self.projector, step)

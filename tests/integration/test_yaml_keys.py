@@ -30,6 +30,7 @@ def unused_keys(text, code):
             continue
         patterns = (
             f'hparams["{key}"]',
+            f'hparams.get("{key}"',
             f"hparams.{key}",
             f'hparams, "{key}"',
         )

@@ -24,37 +24,45 @@ def test_mixup_same_partners_for_every_tensor_and_groups_kept():
     feats = torch.arange(n, dtype=torch.float).view(n, 1) * 10
     y = torch.eye(n)[:, :4].clone()
     groups = [torch.arange(0, 3), torch.arange(3, 6)]
-    (mx, mf), (my,) = mix([x, feats], [y], groups)
+    (mx, mf), info = mix([x, feats], groups)
+    my = info.mix_targets(y)
     for row in range(n):
         weights = mx[row]
         if row >= 6:  # outside every group: untouched
             assert torch.equal(weights, x[row])
+            assert torch.equal(my[row], y[row])
             continue
         group = groups[0] if row < 3 else groups[1]
         support = torch.nonzero(weights).flatten().tolist()
         assert set(support) <= set(group.tolist())
-        # the second tensor is mixed with the very same weights
+        # the second tensor and the labels follow the very same weights
         assert torch.allclose(mf[row], weights @ feats)
         assert torch.allclose(my[row], (weights @ y).clamp(0, 1))
     assert not torch.equal(mx[:6], x[:6])
+    # baseline special case: one lambda per group, composition only
+    assert info.lam[:3].unique().numel() == 1
+    assert info.lam[3:6].unique().numel() == 1
+    assert torch.equal(info.composition, info.mixed)
+    assert not bool(info.perturbation.any())
 
 
 def test_mixup_prob_zero_and_hard_labels():
     x = torch.randn(4, 3)
     y = torch.eye(4)
-    (mx,), (my,) = Mixup(prob=0.0)([x], [y], [torch.arange(4)])
-    assert torch.equal(mx, x) and torch.equal(my, y)
+    (mx,), info = Mixup(prob=0.0)([x], [torch.arange(4)])
+    assert torch.equal(mx, x) and torch.equal(info.mix_targets(y), y)
     torch.manual_seed(0)
-    (mx,), (my,) = Mixup(prob=1.0, label_mode="hard")(
-        [torch.eye(4)], [y], [torch.arange(4)]
+    (mx,), info = Mixup(prob=1.0, label_mode="hard")(
+        [torch.eye(4)], [torch.arange(4)]
     )
+    my = info.mix_targets(y)
     for row in range(4):
         partner = torch.nonzero(mx[row]).flatten().tolist()
         expected = torch.zeros(4)
         expected[partner] = 1.0
-        if len(partner) == 1:  # mixed with itself
-            expected[row] = 1.0
+        expected[row] = 1.0
         assert torch.equal(my[row], expected)
+        assert int(info.partner[row]) in partner + [row]
     with pytest.raises(ValueError):
         Mixup(label_mode="other")
 

@@ -2,6 +2,10 @@
 """Train and evaluate a semi-supervised SED system on DESED.
 
     python train.py hparams/crnn_mt.yaml --data_folder=/path/to/DESED
+    python train.py hparams/atst_sed_stage1.yaml --data_folder=... \
+        --atst_ckpt=/path/to/atst_as2M.ckpt
+    python train.py hparams/atst_sed_stage2.yaml --data_folder=... \
+        --stage1_ckpt=results/atst_sed_stage1/42
 
 The same command runs on generated mini-DESED (``sed-mini-desed``), which
 shares DESED's layout. Multi-GPU: ``torchrun --nproc_per_node=N train.py ...``.
@@ -21,6 +25,7 @@ from speechbrain_sed_condmix.brain import SEDBrain
 from speechbrain_sed_condmix.dataio.desed import prepare_desed
 from speechbrain_sed_condmix.dataio.pipelines import make_sed_dataset
 from speechbrain_sed_condmix.dataio.sampler import MultiSourceBatchSampler
+from speechbrain_sed_condmix.pretrained import load_pretrained
 
 
 def layout_subsets(hparams):
@@ -78,6 +83,16 @@ if __name__ == "__main__":
     # this call finds its marker and returns at once.
     manifests = prepare_desed(**prep_kwargs, progress=False)
     train_set, sampler, valid_set, test_set = dataio_prep(hparams, manifests)
+    # ATST-SED: the ATST-Frame checkpoint (stage 1) or the stage-1 result
+    # (stage 2); CRNN recipes have neither and load nothing.
+    load_pretrained(
+        hparams["student"],
+        hparams["teacher"],
+        atst_ckpt=hparams.get("atst_ckpt"),
+        stage1_ckpt=hparams.get("stage1_ckpt"),
+        atst_random_init=hparams.get("atst_random_init", False),
+        stage1_key=hparams.get("stage1_selection_key"),
+    )
 
     brain = SEDBrain(
         modules=hparams["modules"],
