@@ -104,3 +104,29 @@ def test_recipe_runs(row, mini_desed_tiny, runs_root):
     assert expected <= set(terms), sorted(terms)
     for name in expected - {"consistency"}:
         assert float(terms[name]) > 0, name
+
+
+def test_atst_recipe_without_checkpoint_stops_at_start(tmp_path):
+    """A real ATST config with no --atst_ckpt says where to get the file."""
+    cmd = [
+        sys.executable,
+        "recipes/DESED/SED/train.py",
+        STAGE1,
+        f"--data_folder={tmp_path / 'absent'}",
+        f"--output_folder={tmp_path / 'out'}",
+        "--atst_dim=64",
+        "--atst_depth=2",
+        "--atst_heads=4",
+        "--device=cpu",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr  # SpeechBrain logs the error
+    assert "--atst_ckpt=" in output
+    assert "atst_as2M.ckpt" in output
+    assert "github.com/Audio-WestlakeU" in output
+    # it stopped before the data preparation (the data folder is absent)
+    assert "DesedDataError" not in output

@@ -69,6 +69,17 @@ if __name__ == "__main__":
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    # ATST-SED: the ATST-Frame checkpoint (stage 1) or the stage-1 result
+    # (stage 2), before the data preparation so that a missing file stops
+    # the run at once; CRNN recipes have neither and load nothing.
+    load_pretrained(
+        hparams["student"],
+        hparams["teacher"],
+        atst_ckpt=hparams.get("atst_ckpt"),
+        stage1_ckpt=hparams.get("stage1_ckpt"),
+        atst_random_init=hparams.get("atst_random_init", False),
+        stage1_key=hparams.get("stage1_selection_key"),
+    )
     prep_kwargs = {
         "data_folder": hparams["data_folder"],
         "save_folder": hparams["prep_folder"],
@@ -83,16 +94,6 @@ if __name__ == "__main__":
     # this call finds its marker and returns at once.
     manifests = prepare_desed(**prep_kwargs, progress=False)
     train_set, sampler, valid_set, test_set = dataio_prep(hparams, manifests)
-    # ATST-SED: the ATST-Frame checkpoint (stage 1) or the stage-1 result
-    # (stage 2); CRNN recipes have neither and load nothing.
-    load_pretrained(
-        hparams["student"],
-        hparams["teacher"],
-        atst_ckpt=hparams.get("atst_ckpt"),
-        stage1_ckpt=hparams.get("stage1_ckpt"),
-        atst_random_init=hparams.get("atst_random_init", False),
-        stage1_key=hparams.get("stage1_selection_key"),
-    )
 
     brain = SEDBrain(
         modules=hparams["modules"],
