@@ -38,6 +38,8 @@ setup(
         "console_scripts": [
             "sed-mini-desed=speechbrain_sed_condmix.cli:mini_desed_main",
             "sed-prepare-desed=speechbrain_sed_condmix.cli:prepare_desed_main",
+            "sed-export=speechbrain_sed_condmix.cli:export_main",
+            "sed-detect=speechbrain_sed_condmix.cli:detect_main",
         ],
     },
 )

@@ -30,7 +30,12 @@ One training step:
 5. after the optimiser step, the EMA updates (teacher, teacher projector).
 
 Validation and test score the student and the teacher with the same code:
-frame scores -> median filter -> sed_scores_eval metrics.
+frame scores -> median filter -> sed_scores_eval metrics. Each checkpoint
+also keeps the teacher's validation scores (``ValidScores``); the test stage
+tunes the teacher's post-processing on them (per-class thresholds, cSEBB
+when the optional sebbs package is installed), reports it next to the plain
+median filter, saves it as ``postprocessing.json`` for ``sed-export`` and
+draws event rolls of a few test clips.
 
 Authors
  * speechbrain-sed-condmix contributors 2026
@@ -44,6 +49,11 @@ import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
 from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_sed_condmix import losses
@@ -57,8 +67,11 @@ from speechbrain_sed_condmix.metrics import (
 )
 from speechbrain_sed_condmix.optim import sed_param_groups
 from speechbrain_sed_condmix.postprocessing import (
+    PostProcessing,
+    evaluate_postprocessing,
     frame_scores_to_dataframe,
     median_filter,
+    tune_postprocessing,
     write_scores,
 )
 from speechbrain_sed_condmix.schedulers import (
@@ -74,6 +87,69 @@ EVAL_MODELS = ("student", "teacher")
 
 #: Modules that are not trained by the optimiser's "rnn" group.
 _NOT_EXTRA = ("frontend", "student", "teacher")
+
+#: The model whose post-processing is tuned (and that is exported).
+TUNED_MODEL = "teacher"
+
+
+@register_checkpoint_hooks
+class ValidScores:
+    """Validation frame scores of a model, saved with its checkpoint.
+
+    The test stage tunes the post-processing on the validation scores of
+    the very checkpoint it tests (and that ``export_detector`` packs),
+    without a second pass over the validation set.
+
+    Example
+    -------
+    >>> store = ValidScores()
+    >>> store.update({"a": np.ones((3, 2))}, {"a": 0.2})
+    >>> path = getfixture("tmp_path") / "valid_scores.ckpt"
+    >>> store.save(path)
+    >>> back = ValidScores()
+    >>> back.load(path)
+    >>> back.scores["a"].shape, back.durations
+    ((3, 2), {'a': 0.2})
+    """
+
+    def __init__(self):
+        self.scores = {}
+        self.durations = {}
+
+    def update(self, scores, durations):
+        """Keep ``{clip_id: [T, C] array}`` and their durations (s)."""
+        self.scores = {
+            k: np.asarray(v, dtype=np.float32) for k, v in scores.items()
+        }
+        self.durations = {k: float(durations[k]) for k in self.scores}
+
+    @mark_as_saver
+    def save(self, path):
+        """Write the scores as one compressed NumPy archive."""
+        ids = sorted(self.scores)
+        n_classes = self.scores[ids[0]].shape[1] if ids else 0
+        stacked = [self.scores[i] for i in ids]
+        with open(path, "wb") as fout:
+            np.savez_compressed(
+                fout,
+                ids=np.array(ids, dtype=str),
+                durations=np.array([self.durations[i] for i in ids]),
+                lengths=np.array([len(a) for a in stacked], dtype=np.int64),
+                scores=np.concatenate(stacked)
+                if stacked
+                else np.zeros((0, n_classes), dtype=np.float32),
+            )
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=False):
+        """Read what :meth:`save` wrote."""
+        with np.load(path, allow_pickle=False) as data:
+            ids = [str(i) for i in data["ids"]]
+            parts = np.split(data["scores"], np.cumsum(data["lengths"])[:-1])
+            self.scores = dict(zip(ids, parts)) if ids else {}
+            self.durations = dict(
+                zip(ids, (float(d) for d in data["durations"]))
+            )
 
 
 class SEDBrain(sb.Brain):
@@ -107,6 +183,12 @@ class SEDBrain(sb.Brain):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.steps_per_epoch = None
+        self.valid_scores = ValidScores()
+        if self.checkpointer is not None:
+            # Optional: checkpoints written before it existed still load.
+            self.checkpointer.add_recoverable(
+                "valid_scores", self.valid_scores, optional_load=True
+            )
 
     # ------------------------------------------------------------------
     # Data loading
@@ -567,6 +649,9 @@ class SEDBrain(sb.Brain):
                 train_stats=getattr(self, "train_stats", None),
                 valid_stats=stats,
             )
+            self.valid_scores.update(
+                self.frame_scores[TUNED_MODEL], self.clip_durations
+            )
             self.checkpointer.save_and_keep_only(
                 meta=stats,
                 max_keys=[self.hparams.selection_key],
@@ -605,6 +690,7 @@ class SEDBrain(sb.Brain):
             logger.info(
                 "Test results (%s):\n%s", name, format_table(model_stats)
             )
+        self._write_postprocessing(out, summary, scores)
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
         self.hparams.train_logger.log_stats(
             stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
@@ -615,6 +701,117 @@ class SEDBrain(sb.Brain):
                 if key in summary[name]
             },
         )
+
+    def _write_postprocessing(self, out, summary, scores):
+        """Tune post-processing on validation; compare it; event rolls.
+
+        Writes ``postprocessing.json`` (read by ``export_detector``), adds
+        ``summary["postprocessing"]`` (median filter with tuned thresholds
+        and, with sebbs installed, cSEBB on the test set) and draws
+        ``event_rolls/<clip>.png`` for ``n_event_rolls`` test clips.
+        """
+        from speechbrain_sed_condmix.metrics import load_ground_truth
+        from speechbrain_sed_condmix.plots import plot_event_roll
+
+        if TUNED_MODEL not in scores:
+            return
+        raw = scores[TUNED_MODEL][0]
+        classes = self.hparams.encoder.classes
+        postprocessing = PostProcessing(
+            classes,
+            median_filter=self.hparams.median_filter,
+            info={"tuned": "no: no validation scores in the checkpoint"},
+        )
+        if self.valid_scores.scores:
+            encoder = self.hparams.encoder
+            pad_tail = getattr(self.hparams, "score_padded_tail", False)
+            valid = {
+                clip_id: frame_scores_to_dataframe(
+                    values,
+                    classes,
+                    frame_duration=encoder.frame_duration,
+                    duration=None
+                    if pad_tail
+                    else self.valid_scores.durations[clip_id],
+                )
+                for clip_id, values in self.valid_scores.scores.items()
+            }
+            postprocessing = tune_postprocessing(
+                valid,
+                self.hparams.valid_ground_truth,
+                self.hparams.valid_durations,
+                self.hparams.median_filter,
+                csebbs=getattr(self.hparams, "csebbs_tuning", True),
+            )
+            postprocessing.info["tuned_on"] = str(
+                self.hparams.valid_ground_truth
+            )
+            compared = evaluate_postprocessing(
+                postprocessing,
+                raw,
+                self.hparams.test_ground_truth,
+                self.hparams.test_durations,
+            )
+            summary["postprocessing"] = {
+                "model": TUNED_MODEL,
+                "tuned_on": str(self.hparams.valid_ground_truth),
+                **compared,
+            }
+            logger.info(
+                "Test results (%s), post-processing tuned on %s:\n%s",
+                TUNED_MODEL,
+                self.hparams.valid_ground_truth,
+                format_side_by_side(compared),
+            )
+        postprocessing.save(out / "postprocessing.json")
+        truth = load_ground_truth(self.hparams.test_ground_truth)
+        n_rolls = int(getattr(self.hparams, "n_event_rolls", 4))
+        # Clips with events first: they show the most.
+        clips = sorted(raw, key=lambda c: (not truth.get(c), c))[:n_rolls]
+        for clip_id in clips:
+            plot_event_roll(
+                postprocessing.filter(raw[clip_id]),
+                out / "event_rolls" / f"{clip_id}.png",
+                detections=postprocessing.events(raw[clip_id]),
+                ground_truth=truth.get(clip_id, []),
+                title=f"{clip_id} ({TUNED_MODEL}, "
+                f"{postprocessing.method} post-processing)",
+            )
+
+
+def format_side_by_side(results):
+    """Format post-processing results as columns, one per method.
+
+    Arguments
+    ---------
+    results : dict
+        ``{method: metrics}``, e.g. from ``evaluate_postprocessing``.
+
+    Returns
+    -------
+    str
+        A fixed-width table.
+
+    Example
+    -------
+    >>> row = {"psds1": 0.5, "psds2": 0.7, "intersection_f1": 0.6,
+    ...        "collar_f1": 0.4}
+    >>> print(format_side_by_side({"median_filter": row, "csebbs": row}))
+    metric             median_filter       csebbs
+    psds1                      0.500        0.500
+    psds2                      0.700        0.700
+    intersection_f1            0.600        0.600
+    collar_f1                  0.400        0.400
+    """
+    keys = ("psds1", "psds2", "intersection_f1", "collar_f1")
+    names = list(results)
+    lines = [f"{'metric':<16}" + "".join(f"{n:>15}" for n in names)]
+    for key in keys:
+        cells = "".join(
+            f"{results[n].get(key, float('nan')):>15.3f}" for n in names
+        )
+        lines.append(f"{key:<16}{cells}")
+    return "\n".join(lines)
 
 
 def format_table(model_stats):

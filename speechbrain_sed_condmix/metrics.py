@@ -119,8 +119,29 @@ def _is_missing(value):
     return bool(pd.isna(value))
 
 
-def _load_ground_truth(ground_truth):
-    """Return ``{clip_id: [(onset, offset, label), ...]}`` (new lists)."""
+def load_ground_truth(ground_truth):
+    """Read ground-truth events into ``{clip_id: [(onset, offset, label)]}``.
+
+    Arguments
+    ---------
+    ground_truth : str or pathlib.Path or pandas.DataFrame or dict
+        DESED strong TSV (``filename onset offset event_label``; an empty
+        label marks a clip without events), such a DataFrame, or a dict.
+
+    Returns
+    -------
+    dict
+        New lists of ``(onset, offset, label)``; clips without events map
+        to an empty list.
+
+    Example
+    -------
+    >>> table = pd.DataFrame({"filename": ["a.wav", "b.wav"],
+    ...                       "onset": [0.5, None], "offset": [1.0, None],
+    ...                       "event_label": ["Dog", None]})
+    >>> load_ground_truth(table)
+    {'a': [(0.5, 1.0, 'Dog')], 'b': []}
+    """
     events = {}
     if isinstance(ground_truth, Mapping):
         for clip_id, clip_events in ground_truth.items():
@@ -254,7 +275,7 @@ def _normalise_scores(scores):
 
 
 @contextlib.contextmanager
-def _writeable_pandas():
+def writeable_pandas():
     """Disable pandas copy-on-write while sed_scores_eval runs.
 
     Under copy-on-write ``DataFrame.to_numpy()`` returns read-only views,
@@ -277,6 +298,112 @@ def _check_threshold(threshold, event_classes):
             raise ValueError(f"threshold has no entry for classes {missing}.")
         return {c: float(threshold[c]) for c in event_classes}
     return float(threshold)
+
+
+def prepare_eval_inputs(scores, ground_truth, durations):
+    """Load and check the inputs of a sed_scores_eval evaluation.
+
+    The checks and the clip filtering of :func:`compute_sed_metrics`, for
+    other code that calls sed_scores_eval (e.g. post-processing tuning):
+    clips without ground-truth events leave every input, the clip sets must
+    match, every score class needs a ground-truth event and same-class
+    events must not overlap. Score DataFrames are rebuilt from fresh
+    writeable float64 arrays.
+
+    Arguments
+    ---------
+    scores : dict or str or pathlib.Path
+        ``{clip_id: score DataFrame}`` or a folder of score TSVs.
+    ground_truth : str or pathlib.Path or pandas.DataFrame or dict
+        As in :func:`compute_sed_metrics`.
+    durations : str or pathlib.Path or pandas.DataFrame or dict
+        As in :func:`compute_sed_metrics`.
+
+    Returns
+    -------
+    tuple
+        ``(scores, ground_truth, durations, event_classes)``: dicts keyed
+        by clip id, and the class columns.
+
+    Raises
+    ------
+    ValueError
+        As :func:`compute_sed_metrics`.
+
+    Example
+    -------
+    >>> from speechbrain_sed_condmix.postprocessing import (
+    ...     frame_scores_to_dataframe,
+    ... )
+    >>> s = {"a": frame_scores_to_dataframe(np.zeros((3, 1)), ["Dog"]),
+    ...      "b": frame_scores_to_dataframe(np.zeros((3, 1)), ["Dog"])}
+    >>> truth = {"a": [(0.0, 0.1, "Dog")], "b": []}
+    >>> out = prepare_eval_inputs(s, truth, {"a": 0.192, "b": 0.192})
+    >>> sorted(out[0]), out[1], out[3]
+    (['a'], {'a': [(0.0, 0.1, 'Dog')]}, ['Dog'])
+    """
+    if isinstance(scores, (str, Path)):
+        scores = read_scores(scores)
+    if not isinstance(scores, Mapping):
+        raise TypeError(
+            f"scores must be a dict or a folder, got {type(scores).__name__}."
+        )
+    truth = load_ground_truth(ground_truth)
+    clip_durations = _load_durations(durations)
+
+    # As in the reference: clips without events leave every input.
+    no_event_ids = {c for c, events in truth.items() if not events}
+    truth = {c: e for c, e in truth.items() if e}
+    clip_durations = {
+        c: d for c, d in clip_durations.items() if c not in no_event_ids
+    }
+    score_ids = set(scores) - no_event_ids
+    if no_event_ids:
+        logger.info(
+            "Dropped %d clip(s) without ground-truth events (%d scored).",
+            len(no_event_ids),
+            len(set(scores) & no_event_ids),
+        )
+    if not score_ids:
+        raise ValueError("no scored clip with ground-truth events is left.")
+
+    problems = [
+        p
+        for p in (
+            _check_same_ids(score_ids, set(truth), "ground truth"),
+            _check_same_ids(score_ids, set(clip_durations), "durations"),
+        )
+        if p
+    ]
+    if problems:
+        hint = ""
+        if any(str(c).lower().endswith(".wav") for c in score_ids):
+            hint = " (score keys must be clip ids without '.wav')"
+        raise ValueError(
+            "clip sets differ" + hint + ": " + " | ".join(problems) + "."
+        )
+
+    scores, event_classes = _normalise_scores({c: scores[c] for c in score_ids})
+    labels = defaultdict(list)
+    for clip_id, clip_events in truth.items():
+        for _, _, label in clip_events:
+            labels[label].append(clip_id)
+    unknown = [label for label in labels if label not in event_classes]
+    if unknown:
+        examples = {label: labels[label][0] for label in unknown}
+        raise ValueError(
+            f"ground-truth label(s) {_preview(unknown)} are not score columns "
+            f"{event_classes} (e.g. in clips {examples})."
+        )
+    without_events = [c for c in event_classes if c not in labels]
+    if without_events:
+        raise ValueError(
+            f"score class(es) {without_events} have no ground-truth event in "
+            f"the evaluated clips; sed_scores_eval needs at least one per "
+            f"class (drop those score columns or add data)."
+        )
+    _check_events(truth)
+    return scores, truth, clip_durations, event_classes
 
 
 def compute_sed_metrics(
@@ -349,67 +476,9 @@ def compute_sed_metrics(
     >>> out["psds1"], out["psds2"], out["intersection_f1"], out["collar_f1"]
     (1.0, 1.0, 1.0, 1.0)
     """
-    if isinstance(scores, (str, Path)):
-        scores = read_scores(scores)
-    if not isinstance(scores, Mapping):
-        raise TypeError(
-            f"scores must be a dict or a folder, got {type(scores).__name__}."
-        )
-    truth = _load_ground_truth(ground_truth)
-    clip_durations = _load_durations(durations)
-
-    # As in the reference: clips without events leave every input.
-    no_event_ids = {c for c, events in truth.items() if not events}
-    truth = {c: e for c, e in truth.items() if e}
-    clip_durations = {
-        c: d for c, d in clip_durations.items() if c not in no_event_ids
-    }
-    score_ids = set(scores) - no_event_ids
-    if no_event_ids:
-        logger.info(
-            "Dropped %d clip(s) without ground-truth events (%d scored).",
-            len(no_event_ids),
-            len(set(scores) & no_event_ids),
-        )
-    if not score_ids:
-        raise ValueError("no scored clip with ground-truth events is left.")
-
-    problems = [
-        p
-        for p in (
-            _check_same_ids(score_ids, set(truth), "ground truth"),
-            _check_same_ids(score_ids, set(clip_durations), "durations"),
-        )
-        if p
-    ]
-    if problems:
-        hint = ""
-        if any(str(c).lower().endswith(".wav") for c in score_ids):
-            hint = " (score keys must be clip ids without '.wav')"
-        raise ValueError(
-            "clip sets differ" + hint + ": " + " | ".join(problems) + "."
-        )
-
-    scores, event_classes = _normalise_scores({c: scores[c] for c in score_ids})
-    labels = defaultdict(list)
-    for clip_id, clip_events in truth.items():
-        for _, _, label in clip_events:
-            labels[label].append(clip_id)
-    unknown = [label for label in labels if label not in event_classes]
-    if unknown:
-        examples = {label: labels[label][0] for label in unknown}
-        raise ValueError(
-            f"ground-truth label(s) {_preview(unknown)} are not score columns "
-            f"{event_classes} (e.g. in clips {examples})."
-        )
-    without_events = [c for c in event_classes if c not in labels]
-    if without_events:
-        raise ValueError(
-            f"score class(es) {without_events} have no ground-truth event in "
-            f"the evaluated clips; sed_scores_eval needs at least one per "
-            f"class (drop those score columns or add data)."
-        )
-    _check_events(truth)
+    scores, truth, clip_durations, event_classes = prepare_eval_inputs(
+        scores, ground_truth, durations
+    )
     threshold = _check_threshold(threshold, event_classes)
 
     psds2_params = dict(PSDS2_PARAMS)
@@ -417,7 +486,7 @@ def compute_sed_metrics(
         # No other class, so no cross-trigger can exist: alpha_ct is moot.
         psds2_params.update(alpha_ct=0.0, cttc_threshold=None)
 
-    with _writeable_pandas():
+    with writeable_pandas():
         psds1 = intersection_based.psds(
             scores, truth, clip_durations, num_jobs=num_jobs, **PSDS1_PARAMS
         )

@@ -1,6 +1,8 @@
-"""Shared fixtures: one tiny mini-DESED generation and preparation per run."""
+"""Shared fixtures: one tiny mini-DESED generation and preparation per run,
+experiment folders (untrained, or crnn_mt trained by the recipe)."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +27,88 @@ def prepared_tiny(mini_desed_tiny, tmp_path_factory):
 
     save = tmp_path_factory.mktemp("prepared")
     return save, prepare_desed(mini_desed_tiny, save, progress=False)
+
+
+REPO = Path(__file__).resolve().parents[1]
+HPARAMS_DIR = REPO / "recipes" / "DESED" / "SED" / "hparams"
+
+
+def _make_experiment(folder, recipe, overrides):
+    """Lay out an experiment folder like a training run's, untrained.
+
+    ``hyperparams.yaml`` is the recipe resolved with ``overrides`` (as
+    ``train.py`` saves it) and ``save/CKPT+untrained/`` holds the student
+    and an EMA teacher whose weights are perturbed so that they differ
+    from the student's. Returns ``(folder, loaded hparams)``.
+    """
+    import torch
+    from hyperpyyaml import load_hyperpyyaml, resolve_references
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    overrides = {
+        "data_folder": str(folder / "data"),
+        "output_folder": str(folder),
+        "prep_folder": str(folder / "prep"),
+        **overrides,
+    }
+    text = (HPARAMS_DIR / recipe).read_text()
+    resolved = resolve_references(text, overrides).getvalue()
+    (folder / "hyperparams.yaml").write_text(resolved)
+    hparams = load_hyperpyyaml(resolved)
+    teacher = hparams["teacher"]
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in teacher.model.parameters():
+            param.add_(0.01 * torch.randn(param.shape, generator=generator))
+    ckpt = folder / "save" / "CKPT+untrained"
+    ckpt.mkdir(parents=True)
+    torch.save(hparams["student"].state_dict(), ckpt / "student.ckpt")
+    torch.save(teacher.state_dict(), ckpt / "teacher.ckpt")
+    (ckpt / "CKPT.yaml").write_text("end-of-epoch: true\nunixtime: 0\n")
+    return folder, hparams
+
+
+@pytest.fixture(scope="session")
+def make_experiment():
+    """Factory: ``make_experiment(folder, "crnn_mt.yaml", overrides)``."""
+    return _make_experiment
+
+
+@pytest.fixture(scope="session")
+def tiny_crnn_experiment(mini_desed_tiny, tmp_path_factory):
+    """crnn_mt trained for one epoch on tiny mini-DESED by the recipe.
+
+    Uses the tiny flags of the crnn_mt row of tests/recipes/DESED.csv.
+    Returns ``(output folder, prep folder)``.
+    """
+    import csv
+    import shlex
+    import subprocess
+    import sys
+
+    with open(REPO / "tests" / "recipes" / "DESED.csv") as fin:
+        row = next(
+            r
+            for r in csv.DictReader(fin)
+            if r["Hparam_file"].endswith("/crnn_mt.yaml")
+        )
+    work = tmp_path_factory.mktemp("crnn_mt_tiny")
+    flags = row["test_debug_flags"]
+    flags = flags.replace("tests/tmp/mini_desed_tiny_prep", str(work / "p"))
+    flags = flags.replace("tests/tmp/mini_desed_tiny", str(mini_desed_tiny))
+    out = work / "out"
+    cmd = [
+        sys.executable,
+        row["Script_file"],
+        row["Hparam_file"],
+        *shlex.split(flags),
+        f"--output_folder={out}",
+        "--device=cpu",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, work / "p"

@@ -142,9 +142,32 @@ def main(argv=None):
         f"scale {args.scale}), crnn_mt:\n"
     )
     print(table(untrained, trained, oracle_metrics(prep)))
+    # Use the trained model: export the teacher, then detect events in a
+    # validation clip, as a user would on their own audio.
+    bindir = Path(sys.executable).parent
+    exported = out / "exported"
+    run([bindir / "sed-export", out / "crnn_mt", "--out", exported, "--force"])
+    # the first validation clip with events (16 kHz copy from preparation)
+    first = (prep / "validation_gt.tsv").read_text().splitlines()[1]
+    clip = prep / "audio_16k" / "validation" / first.split("\t")[0]
+    run(
+        [
+            bindir / "sed-detect",
+            clip,
+            "--model",
+            exported,
+            "--out",
+            out / "detected.tsv",
+            "--plot",
+            out / "detected_plots",
+        ]
+    )
+    minutes = (time.perf_counter() - start) / 60
     print(
         f"\nResults: {out / 'crnn_mt'} (metrics.json, test_scores/, "
-        f"PSD-ROC plots, train_log.txt). Total time {minutes:.1f} min."
+        "PSD-ROC plots, event_rolls/, train_log.txt); exported model: "
+        f"{exported}; detections: {out / 'detected.tsv'}. "
+        f"Total time {minutes:.1f} min."
     )
     return 0
 
