@@ -546,7 +546,9 @@ def _resample_all(clips, cache, sample_rate, num_workers, progress):
     )
     with bar:
         if num_workers > 1:
-            with ProcessPoolExecutor(num_workers) as pool:
+            with ProcessPoolExecutor(
+                num_workers, initializer=_one_thread_per_worker
+            ) as pool:
                 for _ in pool.map(_resample_one, jobs, chunksize=8):
                     bar.update()
         else:
@@ -555,13 +557,20 @@ def _resample_all(clips, cache, sample_rate, num_workers, progress):
                 bar.update()
 
 
+def _one_thread_per_worker():
+    # Workers run side by side: one thread each avoids oversubscription.
+    # Only worker processes call this, so the caller keeps its threads.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _resample_one(job):
     # torch is imported here so that checks and no-op reruns stay fast.
     import torch
     import torchaudio
 
     source, target, sample_rate = job
-    torch.set_num_threads(1)
     audio, sr = sf.read(source, dtype="float32", always_2d=True)
     wav = torch.from_numpy(audio.mean(axis=1))
     if sr != sample_rate:

@@ -293,3 +293,25 @@ def test_interrupted_run_leaves_no_trusted_partial(
         assert sf.info(entry["wav"]).samplerate == 16000
     marker = json.loads((tmp_path / "prep" / desed.MARKER_NAME).read_text())
     assert marker["options"]["subsets"] == ["synth_val"]
+
+
+def test_in_process_resampling_keeps_the_thread_count(
+    mini_desed_tiny, tmp_path
+):
+    # Training after preparation in the same process must keep its threads.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        prepare_desed(
+            mini_desed_tiny,
+            tmp_path / "prep",
+            subsets=["synth_val"],
+            num_workers=1,
+            progress=False,
+        )
+        assert (tmp_path / "prep" / "synth_val.json").is_file()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
