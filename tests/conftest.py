@@ -75,28 +75,27 @@ def make_experiment():
     return _make_experiment
 
 
-@pytest.fixture(scope="session")
-def tiny_crnn_experiment(mini_desed_tiny, tmp_path_factory):
-    """crnn_mt trained for one epoch on tiny mini-DESED by the recipe.
-
-    Uses the tiny flags of the crnn_mt row of tests/recipes/DESED.csv.
-    Returns ``(output folder, prep folder)``.
-    """
+def recipe_rows():
+    """The rows of tests/recipes/DESED.csv (SpeechBrain recipe-test format)."""
     import csv
+
+    with open(REPO / "tests" / "recipes" / "DESED.csv") as fin:
+        return list(csv.DictReader(fin))
+
+
+def run_recipe(row, data, work, flags=None):
+    """Run one recipe row on ``data``; outputs in ``work/out``, prep ``work/p``.
+
+    ``flags`` replaces the row's own ``test_debug_flags``; the row's
+    placeholder folders are pointed at ``data`` and ``work``.
+    """
     import shlex
     import subprocess
     import sys
 
-    with open(REPO / "tests" / "recipes" / "DESED.csv") as fin:
-        row = next(
-            r
-            for r in csv.DictReader(fin)
-            if r["Hparam_file"].endswith("/crnn_mt.yaml")
-        )
-    work = tmp_path_factory.mktemp("crnn_mt_tiny")
-    flags = row["test_debug_flags"]
+    flags = row["test_debug_flags"] if flags is None else flags
     flags = flags.replace("tests/tmp/mini_desed_tiny_prep", str(work / "p"))
-    flags = flags.replace("tests/tmp/mini_desed_tiny", str(mini_desed_tiny))
+    flags = flags.replace("tests/tmp/mini_desed_tiny", str(data))
     out = work / "out"
     cmd = [
         sys.executable,
@@ -112,3 +111,17 @@ def tiny_crnn_experiment(mini_desed_tiny, tmp_path_factory):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out, work / "p"
+
+
+@pytest.fixture(scope="session")
+def tiny_crnn_experiment(mini_desed_tiny, tmp_path_factory):
+    """crnn_mt trained for one epoch on tiny mini-DESED by the recipe.
+
+    Uses the tiny flags of the crnn_mt row of tests/recipes/DESED.csv.
+    Returns ``(output folder, prep folder)``.
+    """
+    row = next(
+        r for r in recipe_rows() if r["Hparam_file"].endswith("/crnn_mt.yaml")
+    )
+    work = tmp_path_factory.mktemp("crnn_mt_tiny")
+    return run_recipe(row, mini_desed_tiny, work)

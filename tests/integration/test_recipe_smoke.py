@@ -5,20 +5,19 @@ mini-DESED (generated audio, not DESED) of the session fixture, with the
 row's own flags, for one short epoch.
 """
 
-import csv
 import json
 import math
 import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import recipe_rows, run_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-ROWS = list(csv.DictReader(open(REPO / "tests/recipes/DESED.csv")))
+ROWS = recipe_rows()
 
 
 def test_every_hparams_file_has_a_row():
@@ -48,23 +47,7 @@ def run_row(row, data, root):
         stage1_out, _ = run_row(stage1, data, root)
         flags = flags.replace("tests/tmp/atst_stage1_out", str(stage1_out))
     work = root / Path(row["Hparam_file"]).stem
-    flags = flags.replace("tests/tmp/mini_desed_tiny_prep", str(work / "p"))
-    flags = flags.replace("tests/tmp/mini_desed_tiny", str(data))
-    out = work / "out"
-    cmd = [
-        sys.executable,
-        row["Script_file"],
-        row["Hparam_file"],
-        *shlex.split(flags),
-        f"--output_folder={out}",
-        "--device=cpu",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    _RUNS[row["Hparam_file"]] = (out, work / "p")
+    _RUNS[row["Hparam_file"]] = run_recipe(row, data, work, flags)
     return _RUNS[row["Hparam_file"]]
 
 
