@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Training step time, samples/s and peak memory (issue 8, a and e).
+
+``SEDBrain.fit_batch`` (front end, mixup, student and EMA teacher, losses,
+backward, optimiser step, EMA update) on synthetic batches shaped like the
+real ones: 10 s clips at 16 kHz, strong labels [10, 156], weak labels
+[10], with the rows of each training subset in the recipe's order. The
+systems are built from the recipe YAMLs (random weights, no data
+preparation):
+
+* ``crnn_mt``: ``crnn_mt.yaml`` (Mean Teacher, mixup);
+* ``crnn_condmix``: ``crnn_condmix.yaml`` (conditional mixup, pseudo-labels,
+  contrastive term);
+* ``atst_sed_tiny``: ``atst_sed_stage2.yaml`` with a 64 / 2 / 4 encoder;
+* ``atst_sed_base``: ``atst_sed_stage2.yaml`` (ATST-Frame base).
+
+The paper's compositions are [12, 12, 24] (CRNN) and [24, 24, 48, 48]
+(ATST-SED stage 2); the CPU defaults are scaled down to [4, 4, 8] and
+[2, 2, 4, 4] (``--batch-sizes`` changes both, e.g. the paper's on a GPU).
+``--dtype bf16`` sets SpeechBrain's ``precision`` run option (autocast).
+After ``--warmup`` steps, ``--repeats`` steps are timed. Each system runs
+in its own process, so that the CPU peak RSS (``ru_maxrss``) is its own.
+
+    python benchmarks/train_step.py
+    python benchmarks/train_step.py --device cuda --dtype bf16 \
+        --crnn-batch-sizes 12 12 24 --atst-batch-sizes 24 24 48 48
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    check_device,
+    environment,
+    load_recipe,
+    max_rss_mib,
+    memory_note,
+    peak_memory,
+    run_children,
+)
+
+SYSTEMS = {
+    "crnn_mt": ("crnn_mt", {}),
+    "crnn_condmix": ("crnn_condmix", {}),
+    "atst_sed_tiny": (
+        "atst_sed_stage2",
+        {"atst_dim": 64, "atst_depth": 2, "atst_heads": 4},
+    ),
+    "atst_sed_base": ("atst_sed_stage2", {}),
+}
+PAPER_BATCH = {"crnn": [12, 12, 24], "atst": [24, 24, 48, 48]}
+CPU_BATCH = {"crnn": [4, 4, 8], "atst": [2, 2, 4, 4]}
+STEPS_PER_EPOCH = 100
+
+
+def synthetic_batch(subsets, sizes, encoder, seed):
+    """A ``PaddedBatch`` with one block of rows per training subset."""
+    import torch
+    from speechbrain.dataio.batch import PaddedBatch
+
+    gen = torch.Generator().manual_seed(seed)
+    n_samples = int(encoder.audio_duration * encoder.sample_rate)
+    items = []
+    for subset, size in zip(subsets, sizes):
+        kind = {"weak_train": "weak", "unlabeled": "unlabeled"}.get(
+            subset, "strong"
+        )
+        for i in range(size):
+            strong = torch.zeros(encoder.n_classes, encoder.n_frames)
+            weak = torch.zeros(encoder.n_classes)
+            if kind == "strong":
+                for c in torch.randint(encoder.n_classes, (3,), generator=gen):
+                    a = int(torch.randint(encoder.n_frames - 20, (1,)))
+                    strong[c, a : a + 20] = 1.0
+                weak = strong.amax(dim=1)
+            elif kind == "weak":
+                weak[torch.randint(encoder.n_classes, (2,), generator=gen)] = 1
+            items.append(
+                {
+                    "id": f"{subset}_{i}",
+                    "sig": 0.1 * torch.randn(n_samples, generator=gen),
+                    "strong_labels": strong,
+                    "weak_labels": weak,
+                    "is_strong": kind == "strong",
+                    "is_weak": kind == "weak",
+                    "duration": encoder.audio_duration,
+                }
+            )
+    return PaddedBatch(items)
+
+
+def measure(name, args):
+    """Step times and memory of one system."""
+    import speechbrain as sb
+    import torch
+
+    from speechbrain_sed_condmix.brain import SEDBrain
+
+    check_device(args.device)
+    recipe, overrides = SYSTEMS[name]
+    family = "atst" if recipe.startswith("atst") else "crnn"
+    sizes = args.atst_batch_sizes if family == "atst" else args.crnn_batch
+    hparams = load_recipe(recipe, overrides)
+    subsets = hparams["train_subsets"]
+    if len(sizes) != len(subsets):
+        raise SystemExit(f"{name}: give {len(subsets)} batch sizes {subsets}")
+    brain = SEDBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts={"device": args.device, "precision": args.dtype},
+        checkpointer=None,
+    )
+    brain.steps_per_epoch = STEPS_PER_EPOCH
+    brain.on_fit_start()
+    brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
+    brain.modules.train()
+    batches = [
+        synthetic_batch(subsets, sizes, hparams["encoder"], seed)
+        for seed in range(2)
+    ]
+    device_type = "cuda" if args.device.startswith("cuda") else "cpu"
+    rss_before = max_rss_mib()
+    times = []
+    for i in range(args.warmup + args.repeats):
+        if i == args.warmup and device_type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        if device_type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss = brain.fit_batch(batches[i % 2])
+        if device_type == "cuda":
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    n = sum(sizes)
+    mean = sum(times) / len(times)
+    trained = sum(
+        p.numel() for p in brain.modules.student.parameters() if p.requires_grad
+    )
+    return {
+        "system": name,
+        "recipe": recipe,
+        "overrides": overrides,
+        "batch_sizes": dict(zip(subsets, sizes)),
+        "paper_batch_sizes": dict(zip(subsets, PAPER_BATCH[family])),
+        "batch_total": n,
+        "trainable_student_parameters": trained,
+        "step_s_min": min(times),
+        "step_s_mean": mean,
+        "samples_per_s": n / mean,
+        "last_loss": float(loss),
+        **peak_memory(args.device, rss_before),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=list(SYSTEMS),
+        default=list(SYSTEMS),
+    )
+    parser.add_argument(
+        "--crnn-batch-sizes",
+        dest="crnn_batch",
+        type=int,
+        nargs="+",
+        default=CPU_BATCH["crnn"],
+        help="clips of [synth_train, weak_train, unlabeled] per batch",
+    )
+    parser.add_argument(
+        "--atst-batch-sizes",
+        type=int,
+        nargs="+",
+        default=CPU_BATCH["atst"],
+        help="clips of [strong_train, synth_train, weak_train, unlabeled]",
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    check_device(args.device)
+    if args.child:
+        print(json.dumps(measure(args.child, args)))
+        return
+    common = [
+        "--crnn-batch-sizes",
+        *map(str, args.crnn_batch),
+        "--atst-batch-sizes",
+        *map(str, args.atst_batch_sizes),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--warmup",
+        str(args.warmup),
+        "--repeats",
+        str(args.repeats),
+    ]
+    if args.threads:
+        common += ["--threads", str(args.threads)]
+    result = {
+        "benchmark": "train_step",
+        **environment(args.device),
+        "settings": {
+            "dtype": args.dtype,
+            "crnn_batch_sizes": args.crnn_batch,
+            "atst_batch_sizes": args.atst_batch_sizes,
+            "batch_note": "scaled from the paper's [12, 12, 24] (CRNN) and "
+            "[24, 24, 48, 48] (ATST-SED) unless those are passed",
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "step": "SEDBrain.fit_batch on synthetic 10 s batches, random "
+            "weights, steps_per_epoch=100, step 1 of ramp-up; one process "
+            "per system",
+            "peak_memory": memory_note(args.device),
+        },
+        "systems": run_children(Path(__file__), args.systems, common),
+    }
+    print(json.dumps(result))
+    if any("error" in s for s in result["systems"]):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
