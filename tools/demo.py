@@ -3,7 +3,9 @@
 
 Steps: generate mini-DESED (synthetic audio in DESED's layout, NOT DESED),
 prepare it, evaluate the untrained model, train ``crnn_mt`` and evaluate it,
-then print both results side by side. Every step is the same command a user
+print both results side by side, then export the trained teacher
+(``sed-export``) and detect the events of one validation clip
+(``sed-detect``). Every step is the same command a user
 would type; the commands are printed as they run.
 
     python tools/demo.py [--out results/demo] [--scale small]
