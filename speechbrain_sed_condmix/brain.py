@@ -266,13 +266,10 @@ class SEDBrain(sb.Brain):
         mels = self.modules.frontend.mel(wavs)
         if isinstance(mels, torch.Tensor):
             mels = [mels]
-        frontend = self.modules.frontend
         info = MixInfo.identity(len(wavs), wavs.device)
         mixup = getattr(self.hparams, "mixup", None)
         if stage != sb.Stage.TRAIN:
-            inputs = frontend.normalize(mels if len(mels) > 1 else mels[0])
-            inputs = inputs if isinstance(inputs, list) else [inputs]
-            student_in = teacher_in = inputs
+            student_in = teacher_in = self._network_inputs(mels, augment=False)
         else:
             mixed = list(mels)
             if mixup is not None:
@@ -321,12 +318,14 @@ class SEDBrain(sb.Brain):
             raise ValueError(f"mix_subsets: unknown subsets {sorted(unknown)}")
         return [torch.nonzero(rows[n]).flatten() for n in names]
 
-    def _network_inputs(self, mels):
+    def _network_inputs(self, mels, augment=True):
         """Normalise each mel, then apply its (optional) augmentation."""
         inputs = self.modules.frontend.normalize(
             list(mels) if len(mels) > 1 else mels[0]
         )
         inputs = list(inputs) if isinstance(inputs, list) else [inputs]
+        if not augment:
+            return inputs
         augment = getattr(self.hparams, "input_augment", None) or []
         for i, module in enumerate(augment):
             if module is not None:
@@ -425,12 +424,15 @@ class SEDBrain(sb.Brain):
             contrastive = self.modules.contrastive
             student_emb = getattr(student, tap)
             teacher_emb = getattr(teacher, tap)
-            terms["contrastive"] = contrastive(student_emb, teacher_emb, info)
-            with torch.no_grad():
-                for mode in ("composition", "perturbation"):
-                    terms[f"contrastive_{mode}"] = contrastive(
-                        student_emb, teacher_emb, info, getattr(info, mode)
-                    )
+            # One pass through the heads: the per-mode parts are read from
+            # the same row losses (a second pass would also update the
+            # heads' BatchNorm statistics again).
+            rows = contrastive(student_emb, teacher_emb, info, reduction="none")
+            terms["contrastive"] = losses.masked_mean(rows, info.mixed)
+            for mode in ("composition", "perturbation"):
+                terms[f"contrastive_{mode}"] = losses.masked_mean(
+                    rows.detach(), getattr(info, mode)
+                )
             total = total + cl_weight * ramp * terms["contrastive"]
         return total
 

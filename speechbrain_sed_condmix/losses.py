@@ -121,15 +121,44 @@ def embedding_contrastive(prediction, target, mask=None):
         raise ValueError(
             f"Shapes differ: {tuple(prediction.shape)}, {tuple(target.shape)}"
         )
-    target = target.detach()
-    if mask is not None:
-        mask = mask.bool().to(prediction.device)
-        if not bool(mask.any()):
-            return prediction.sum() * 0.0
-        prediction, target = prediction[mask], target[mask]
+    return masked_mean(_cosine_distance(prediction, target), mask)
+
+
+def _cosine_distance(prediction, target):
+    """``2 - 2 cos`` over the last dimension, in fp32, target detached."""
     p = F.normalize(prediction.float(), dim=-1)
-    q = F.normalize(target.float(), dim=-1)
-    return (2.0 - 2.0 * (p * q).sum(dim=-1)).mean()
+    q = F.normalize(target.detach().float(), dim=-1)
+    return 2.0 - 2.0 * (p * q).sum(dim=-1)
+
+
+def masked_mean(values, mask=None):
+    """Mean of ``values`` over the rows selected by ``mask``.
+
+    Arguments
+    ---------
+    values : torch.Tensor
+        Batch first (``[B]``, ``[B, T]``, ...).
+    mask : torch.Tensor, optional
+        Boolean ``[B]`` rows to use (default: all).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar; 0 (still connected to the graph) when no row is selected,
+        so that every rank of a distributed run runs the same backward
+        graph.
+
+    Example
+    -------
+    >>> masked_mean(torch.tensor([1.0, 2.0, 6.0]), torch.tensor([1, 0, 1]))
+    tensor(3.5000)
+    """
+    if mask is not None:
+        mask = mask.bool().to(values.device)
+        if not bool(mask.any()):
+            return values.sum() * 0.0
+        values = values[mask]
+    return values.mean()
 
 
 class EmbeddingContrastiveLoss(nn.Module):
@@ -199,7 +228,14 @@ class EmbeddingContrastiveLoss(nn.Module):
             self.projector, decay=ema_decay, eval_mode=teacher_eval_mode
         )
 
-    def forward(self, student_embeddings, teacher_embeddings, info, mask=None):
+    def forward(
+        self,
+        student_embeddings,
+        teacher_embeddings,
+        info,
+        mask=None,
+        reduction="mean",
+    ):
         """Contrastive loss of the student (mixed) vs teacher (clean) frames.
 
         Arguments
@@ -211,13 +247,20 @@ class EmbeddingContrastiveLoss(nn.Module):
         info : MixInfo
             The mixup that produced the student inputs.
         mask : torch.Tensor, optional
-            Boolean ``[B]`` rows to use (default: ``info.mixed``).
+            Boolean ``[B]`` rows to use (default: ``info.mixed``); ignored
+            with ``reduction="none"``.
+        reduction : str
+            ``"mean"``: the scalar loss over the frames of the selected rows;
+            ``"none"``: the loss of every row (mean over its frames), so a
+            caller can split it by mode without running the heads again.
 
         Returns
         -------
         torch.Tensor
-            Scalar loss.
+            Scalar loss, or ``[B]`` row losses.
         """
+        if reduction not in ("mean", "none"):
+            raise ValueError(f"reduction must be mean or none: {reduction}")
         if student_embeddings.shape[:-1] != teacher_embeddings.shape[:-1]:
             raise ValueError(
                 "Student and teacher embeddings differ in batch or frames: "
@@ -229,9 +272,18 @@ class EmbeddingContrastiveLoss(nn.Module):
             target = info.interpolate(
                 self.teacher_projector(teacher_embeddings)
             )
-        if mask is None:
-            mask = info.mixed
-        return embedding_contrastive(prediction, target, mask)
+        if prediction.shape != target.shape:
+            raise ValueError(
+                f"Shapes differ: {tuple(prediction.shape)}, "
+                f"{tuple(target.shape)}"
+            )
+        # Every row has the same number of frames, so the mean of the row
+        # means over selected rows is the mean over their frames.
+        rows = _cosine_distance(prediction, target)
+        rows = rows.reshape(len(rows), -1).mean(dim=1)
+        if reduction == "none":
+            return rows
+        return masked_mean(rows, info.mixed if mask is None else mask)
 
     def update_teacher(self, step):
         """EMA update of the teacher projector from the projector.

@@ -26,6 +26,16 @@ from torch import nn
 from torchaudio.transforms import MelSpectrogram
 
 
+def _fp32_mel(melspec, wav):
+    """``melspec(wav)`` on [batch, samples] (or [samples]) in fp32."""
+    if wav.dim() == 1:
+        wav = wav.unsqueeze(0)
+    # The STFT and the dB conversion lose too much precision in half
+    # precision, so the front ends stay in fp32 under autocast.
+    with torch.autocast(device_type=wav.device.type, enabled=False):
+        return melspec(wav.float())
+
+
 class CNNMelFrontEnd(nn.Module):
     """Log-mel front end of the DCASE CRNN baseline, in two steps.
 
@@ -117,12 +127,7 @@ class CNNMelFrontEnd(nn.Module):
         >>> CNNMelFrontEnd().mel(torch.zeros(1, 2560)).shape
         torch.Size([1, 128, 11])
         """
-        if wav.dim() == 1:
-            wav = wav.unsqueeze(0)
-        # The STFT and the dB conversion lose too much precision in half
-        # precision, so the front end stays in fp32 under autocast.
-        with torch.autocast(device_type=wav.device.type, enabled=False):
-            return self.melspec(wav.float())
+        return _fp32_mel(self.melspec, wav)
 
     def normalize(self, mel):
         """Log compression, clamp and per-clip min-max scaling to [-1, 1].
@@ -286,11 +291,7 @@ class ATSTMelFrontEnd(nn.Module):
         >>> ATSTMelFrontEnd().mel(torch.zeros(160000)).shape
         torch.Size([1, 64, 1001])
         """
-        if wav.dim() == 1:
-            wav = wav.unsqueeze(0)
-        # Same reason as CNNMelFrontEnd: the STFT stays in fp32.
-        with torch.autocast(device_type=wav.device.type, enabled=False):
-            return self.melspec(wav.float())
+        return _fp32_mel(self.melspec, wav)
 
     def normalize(self, mel):
         """dB, top_db floor, clamp and fixed min-max scaling.

@@ -290,6 +290,20 @@ def _loss_and_info():
     return loss_fn, info
 
 
+def test_contrastive_row_losses_give_the_masked_means():
+    loss_fn, info = _loss_and_info()
+    loss_fn.eval()  # the heads' BatchNorm must not move between the calls
+    student = torch.randn(3, 7, 6)
+    teacher = torch.randn(3, 7, 6)
+    rows = loss_fn(student, teacher, info, reduction="none")
+    assert rows.shape == (3,)
+    for mask in (info.mixed, info.composition, info.perturbation):
+        scalar = loss_fn(student, teacher, info, mask)
+        assert rows[mask].mean().item() == pytest.approx(scalar.item())
+    with pytest.raises(ValueError, match="reduction"):
+        loss_fn(student, teacher, info, reduction="sum")
+
+
 def test_contrastive_module_matches_hand_computation():
     loss_fn, info = _loss_and_info()
     student = torch.randn(3, 7, 6)
