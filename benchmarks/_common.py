@@ -4,6 +4,7 @@ Every benchmark prints one JSON object built from :func:`environment` plus
 its own settings and figures.
 """
 
+import argparse
 import datetime
 import json
 import os
@@ -109,6 +110,39 @@ def load_recipe(name, overrides=None):
     }
     with open(HPARAMS / f"{name}.yaml", encoding="utf-8") as fin:
         return load_hyperpyyaml(fin, values)
+
+
+def add_run_arguments(parser, repeats):
+    """Add the options shared by the model benchmarks.
+
+    ``--device``, ``--dtype``, ``--warmup``, ``--repeats`` (default
+    ``repeats``), ``--threads`` and the hidden ``--child`` (one config, run
+    by :func:`run_children` in its own process).
+    """
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+
+
+def start_run(args):
+    """Apply ``--threads`` and check the device (parent and children)."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    check_device(args.device)
+
+
+def run_arguments(args):
+    """The shared options of ``args`` as command-line arguments."""
+    out = ["--device", args.device, "--dtype", args.dtype]
+    out += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    if args.threads:
+        out += ["--threads", str(args.threads)]
+    return out
 
 
 def run_children(script, configs, common_args):

@@ -39,13 +39,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    check_device,
+    add_run_arguments,
     environment,
     load_recipe,
     max_rss_mib,
     memory_note,
     peak_memory,
+    run_arguments,
     run_children,
+    start_run,
 )
 
 CLIP_SECONDS = 10.0
@@ -73,7 +75,6 @@ def measure(name, args):
     """RTF and memory of one model at every batch size."""
     import torch
 
-    check_device(args.device)
     recipe, overrides = MODELS[name]
     hparams = load_recipe(recipe, overrides)
     frontend = hparams["frontend"].to(args.device).eval()
@@ -157,36 +158,18 @@ def main(argv=None):
         default=["crnn", "atst_sed_base"],
     )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    add_run_arguments(parser, repeats=3)
     args = parser.parse_args(argv)
 
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    check_device(args.device)
+    start_run(args)
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return
     common = [
         "--batch-sizes",
         *map(str, args.batch_sizes),
-        "--device",
-        args.device,
-        "--dtype",
-        args.dtype,
-        "--warmup",
-        str(args.warmup),
-        "--repeats",
-        str(args.repeats),
+        *run_arguments(args),
     ]
-    if args.threads:
-        common += ["--threads", str(args.threads)]
     result = {
         "benchmark": "inference_rtf",
         **environment(args.device),

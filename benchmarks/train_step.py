@@ -34,13 +34,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    check_device,
+    add_run_arguments,
     environment,
     load_recipe,
     max_rss_mib,
     memory_note,
     peak_memory,
+    run_arguments,
     run_children,
+    start_run,
 )
 
 SYSTEMS = {
@@ -100,7 +102,6 @@ def measure(name, args):
 
     from speechbrain_sed_condmix.brain import SEDBrain
 
-    check_device(args.device)
     recipe, overrides = SYSTEMS[name]
     family = "atst" if recipe.startswith("atst") else "crnn"
     sizes = args.atst_batch_sizes if family == "atst" else args.crnn_batch
@@ -181,19 +182,10 @@ def main(argv=None):
         default=CPU_BATCH["atst"],
         help="clips of [strong_train, synth_train, weak_train, unlabeled]",
     )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    add_run_arguments(parser, repeats=2)
     args = parser.parse_args(argv)
 
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    check_device(args.device)
+    start_run(args)
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return
@@ -202,17 +194,8 @@ def main(argv=None):
         *map(str, args.crnn_batch),
         "--atst-batch-sizes",
         *map(str, args.atst_batch_sizes),
-        "--device",
-        args.device,
-        "--dtype",
-        args.dtype,
-        "--warmup",
-        str(args.warmup),
-        "--repeats",
-        str(args.repeats),
+        *run_arguments(args),
     ]
-    if args.threads:
-        common += ["--threads", str(args.threads)]
     result = {
         "benchmark": "train_step",
         **environment(args.device),
