@@ -111,13 +111,18 @@ def _class_names(frame):
     return list(event_classes)
 
 
+def _check_mapping(value, event_classes, what):
+    """Check that a per-class mapping covers every class; return it."""
+    missing = [c for c in event_classes if c not in value]
+    if missing:
+        raise ValueError(f"{what} has no entry for {missing}.")
+    return {c: value[c] for c in event_classes}
+
+
 def _lengths_per_class(filter_length, event_classes):
     """Resolve ``filter_length`` to a checked ``{class: int}`` dict."""
     if isinstance(filter_length, Mapping):
-        missing = [c for c in event_classes if c not in filter_length]
-        if missing:
-            raise ValueError(f"filter_length has no entry for {missing}.")
-        lengths = {c: filter_length[c] for c in event_classes}
+        lengths = _check_mapping(filter_length, event_classes, "filter_length")
     elif isinstance(filter_length, Sequence) or (
         isinstance(filter_length, np.ndarray) and filter_length.ndim == 1
     ):
@@ -211,9 +216,7 @@ def median_filter(scores, filter_length):
 def _thresholds_per_class(threshold, event_classes):
     """Resolve ``threshold`` to an array in class-column order."""
     if isinstance(threshold, Mapping):
-        missing = [c for c in event_classes if c not in threshold]
-        if missing:
-            raise ValueError(f"threshold has no entry for {missing}.")
+        threshold = _check_mapping(threshold, event_classes, "threshold")
         return np.array([float(threshold[c]) for c in event_classes])
     return np.full(len(event_classes), float(threshold))
 
@@ -520,9 +523,7 @@ def _predictor(params, event_classes):
     for key in CSEBBS_KEYS:
         value = params.get(key)
         if isinstance(value, Mapping):
-            absent = [c for c in event_classes if c not in value]
-            if absent:
-                raise ValueError(f"cSEBB {key} has no entry for {absent}.")
+            _check_mapping(value, event_classes, f"cSEBB {key}")
     # A merge threshold of None (inf) switches that merge criterion off.
     return csebbs.CSEBBsPredictor(
         step_filter_length=_per_class_value(
@@ -1075,14 +1076,6 @@ class PostProcessing:
         import json
 
         return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-def _check_mapping(value, event_classes, what):
-    """Check that a per-class mapping covers every class; return it."""
-    missing = [c for c in event_classes if c not in value]
-    if missing:
-        raise ValueError(f"{what} has no entry for {missing}.")
-    return {c: value[c] for c in event_classes}
 
 
 def tune_postprocessing(
