@@ -385,16 +385,18 @@ class SEDBrain(sb.Brain):
         weak_w = getattr(self.hparams, "weak_consistency_weight", 1.0)
         clean = self._teacher_sees_clean()
 
-        def prediction_mse(target_strong, target_weak, rows):
-            return losses.consistency_mse(
-                student.strong, target_strong, rows
-            ) + weak_w * losses.consistency_mse(student.weak, target_weak, rows)
+        def prediction_rows(target_strong, target_weak):
+            # Row losses: the MT, pseudo-label and per-mode terms are masked
+            # means of them, computed once.
+            return losses.rowwise_mse(
+                student.strong, target_strong
+            ) + weak_w * losses.rowwise_mse(student.weak, target_weak)
 
         # Mean Teacher: the whole batch when the teacher sees the same
         # (mixed) input; otherwise the rows left unmixed.
         mt_rows = ~info.mixed if clean else None
-        terms["consistency"] = prediction_mse(
-            teacher.strong, teacher.weak, mt_rows
+        terms["consistency"] = losses.masked_mean(
+            prediction_rows(teacher.strong, teacher.weak), mt_rows
         )
         total = self.hparams.const_max * ramp * terms["consistency"]
         zero = student.weak.sum() * 0.0
@@ -409,15 +411,15 @@ class SEDBrain(sb.Brain):
             for part in ("", "_composition", "_perturbation"):
                 terms[key + part] = zero
         if pl_weight:
-            target_strong = info.mix_pseudo_labels(teacher.strong)
-            target_weak = info.mix_pseudo_labels(teacher.weak)
-            terms["pseudo_label"] = prediction_mse(
-                target_strong, target_weak, info.mixed
+            rows = prediction_rows(
+                info.mix_pseudo_labels(teacher.strong),
+                info.mix_pseudo_labels(teacher.weak),
             )
+            terms["pseudo_label"] = losses.masked_mean(rows, info.mixed)
             for mode in ("composition", "perturbation"):
-                terms[f"pseudo_label_{mode}"] = prediction_mse(
-                    target_strong, target_weak, getattr(info, mode)
-                ).detach()
+                terms[f"pseudo_label_{mode}"] = losses.masked_mean(
+                    rows.detach(), getattr(info, mode)
+                )
             total = total + pl_weight * ramp * terms["pseudo_label"]
         if cl_weight:
             tap = getattr(self.hparams, "embedding_tap", "embeddings")

@@ -82,13 +82,36 @@ def consistency_mse(student, teacher, mask=None):
     >>> consistency_mse(torch.tensor([[0.5, 1.0]]), torch.tensor([[0.0, 1.0]]))
     tensor(0.1250)
     """
-    teacher = teacher.detach()
-    if mask is not None:
-        mask = mask.bool()
-        if not bool(mask.any()):
-            return student.sum() * 0.0
-        student, teacher = student[mask], teacher[mask]
-    return F.mse_loss(student.float(), teacher.float())
+    # Every row has as many elements, so the mean of the row means over
+    # the selected rows is the mean over all their elements.
+    return masked_mean(rowwise_mse(student, teacher), mask)
+
+
+def rowwise_mse(student, teacher):
+    """Mean squared error of each row against the (detached) teacher.
+
+    Arguments
+    ---------
+    student : torch.Tensor
+        Student probabilities, batch first.
+    teacher : torch.Tensor
+        Teacher probabilities or targets, same shape; no gradient flows
+        into it.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B]`` fp32 row means, for losses split over row subsets without
+        computing them again.
+
+    Example
+    -------
+    >>> import torch
+    >>> rowwise_mse(torch.tensor([[0.5, 1.0], [0.0, 0.0]]), torch.ones(2, 2))
+    tensor([0.1250, 1.0000])
+    """
+    diff = student.float() - teacher.detach().float()
+    return diff.pow(2).reshape(len(diff), -1).mean(dim=1)
 
 
 def embedding_contrastive(prediction, target, mask=None):
