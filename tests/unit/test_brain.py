@@ -14,13 +14,17 @@ from speechbrain_sed_condmix.lobes.features import CNNMelFrontEnd
 from speechbrain_sed_condmix.teacher import EMATeacher
 
 
-def make_brain(tmp_path, const_max=2.0, rampup_epochs=2):
+def make_brain(
+    tmp_path=None, const_max=2.0, rampup_epochs=2, extra_modules=None, **extra
+):
+    """A tiny CRNN SEDBrain; ``extra`` hparams and modules are added."""
     torch.manual_seed(0)
     student = CRNN(n_filters=[4, 4, 4, 4, 4, 4, 4], rnn_hidden=8)
     modules = {
         "frontend": CNNMelFrontEnd(),
         "student": student,
         "teacher": EMATeacher(student),
+        **(extra_modules or {}),
     }
     hparams = {
         "encoder": FrameLabelEncoder(),
@@ -28,6 +32,7 @@ def make_brain(tmp_path, const_max=2.0, rampup_epochs=2):
         "lr": 0.001,
         "const_max": const_max,
         "rampup_epochs": rampup_epochs,
+        **extra,
     }
     brain = SEDBrain(
         modules=modules,

@@ -6,48 +6,26 @@ import pytest
 import speechbrain as sb
 import torch
 from test_brain import make_batch
+from test_brain import make_brain as base_brain
 
 from speechbrain_sed_condmix.augment.mixup import ConditionalMixup
-from speechbrain_sed_condmix.brain import SEDBrain
-from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
-from speechbrain_sed_condmix.lobes.crnn import CRNN
-from speechbrain_sed_condmix.lobes.features import CNNMelFrontEnd
 from speechbrain_sed_condmix.losses import EmbeddingContrastiveLoss
-from speechbrain_sed_condmix.teacher import EMATeacher
 
 KINDS = ["strong"] * 4 + ["weak"] * 4 + ["unlabeled"] * 4
 TERMS = ("pseudo_label", "contrastive")
 
 
 def make_brain(tau=0.75, prob=1.0, pl=2.0, cl=0.5, teacher_input="clean"):
-    torch.manual_seed(0)
-    student = CRNN(n_filters=[4, 4, 4, 4, 4, 4, 4], rnn_hidden=8)
-    modules = {
-        "frontend": CNNMelFrontEnd(),
-        "student": student,
-        "teacher": EMATeacher(student),
-        "contrastive": EmbeddingContrastiveLoss(16, 32, 8),
-    }
-    hparams = {
-        "encoder": FrameLabelEncoder(),
-        "mixup": ConditionalMixup(alpha=0.2, tau=tau, prob=prob),
-        "mix_subsets": ["strong", "weak", "unlabeled"],
-        "teacher_input": teacher_input,
-        "lr": 0.001,
-        "const_max": 2.0,
-        "pseudo_label_weight": pl,
-        "contrastive_weight": cl,
-        "weak_loss_weight": 0.5,
-        "rampup_epochs": 0,
-    }
-    brain = SEDBrain(
-        modules=modules,
-        opt_class=lambda params: torch.optim.Adam(params, 0.001),
-        hparams=hparams,
-        run_opts={"device": "cpu", "noprogressbar": True},
+    return base_brain(
+        rampup_epochs=0,
+        extra_modules={"contrastive": EmbeddingContrastiveLoss(16, 32, 8)},
+        mixup=ConditionalMixup(alpha=0.2, tau=tau, prob=prob),
+        mix_subsets=["strong", "weak", "unlabeled"],
+        teacher_input=teacher_input,
+        pseudo_label_weight=pl,
+        contrastive_weight=cl,
+        weak_loss_weight=0.5,
     )
-    brain.on_stage_start(sb.Stage.TRAIN)
-    return brain
 
 
 def run_step(brain, seed=0):
