@@ -12,11 +12,18 @@ depend on the weights):
 
 Each forward takes 10 s clips of random audio at 16 kHz through the front
 end (mel + normalisation) and the student, in eval mode under
-``torch.inference_mode``; ``--dtype bf16`` runs it under autocast. After
+``torch.inference_mode``; ``--dtype bf16`` runs it under autocast.
+``--optimize`` picks the model variants (each in its own process):
+``none`` (the trained model as is), ``fused`` (batch norms folded into the
+convolutions, channels-last weights: ``lobes.fusion.optimize_for_inference``,
+what ``SoundEventDetector`` uses by default) and ``compiled`` (``fused``
+under ``torch.compile``; compile time reported apart). After
 ``--warmup`` calls, ``--repeats`` calls are timed;
 ``RTF = seconds per batch / (batch x 10 s)`` (min and mean over repeats).
 The front end is also timed alone (``frontend_s_mean``, its share of the
-forward), to tell where the time goes.
+forward), and the student's top-level parts (``parts_s_mean``: ``cnn``,
+``rnn``, ``atst_frame``, ...; not for ``compiled``), to tell where the
+time goes.
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` per batch size;
 on CPU the process peak RSS (``ru_maxrss``, whole process: Python, torch
@@ -26,6 +33,7 @@ is the peak up to and including it). Targets (2-core CPU, fp32): CRNN RTF
 <= 0.002 and ATST-SED base RTF <= 0.1, both at batch 32.
 
     python benchmarks/inference_rtf.py
+    python benchmarks/inference_rtf.py --optimize none fused compiled
     python benchmarks/inference_rtf.py --device cuda --dtype bf16 \
         --repeats 20
 """
@@ -71,15 +79,60 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(name, args):
-    """RTF and memory of one model at every batch size."""
+def time_parts(forward, wav, student, args):
+    """Mean seconds per call of each top-level part of the student.
+
+    Forward hooks time the student's direct children (``cnn``, ``rnn``,
+    ``atst_frame``, ...) over ``args.repeats`` forwards: a profile of
+    where a forward spends its time, next to the front end's share.
+    """
     import torch
 
+    totals, starts, hooks = {}, {}, []
+
+    def before(name):
+        def hook(module, inputs):
+            sync(args.device)
+            starts[name] = time.perf_counter()
+
+        return hook
+
+    def after(name):
+        def hook(module, inputs, output):
+            sync(args.device)
+            elapsed = time.perf_counter() - starts[name]
+            totals[name] = totals.get(name, 0.0) + elapsed
+
+        return hook
+
+    for name, child in student.named_children():
+        if any(True for _ in child.parameters()):
+            hooks.append(child.register_forward_pre_hook(before(name)))
+            hooks.append(child.register_forward_hook(after(name)))
+    try:
+        with torch.inference_mode():
+            for _ in range(args.repeats):
+                forward(wav)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {k: v / args.repeats for k, v in totals.items()}
+
+
+def measure(config, args):
+    """RTF and memory of one ``model@variant`` at every batch size."""
+    import torch
+
+    from speechbrain_sed_condmix.lobes.fusion import optimize_for_inference
+
+    name, variant = config.split("@")
     recipe, overrides = MODELS[name]
     hparams = load_recipe(recipe, overrides)
     frontend = hparams["frontend"].to(args.device).eval()
     student = hparams["student"].to(args.device).eval()
     n_params = sum(p.numel() for p in student.parameters())
+    if variant != "none":
+        student = optimize_for_inference(student, compile=variant == "compiled")
     dtype = {"fp32": None, "bf16": torch.bfloat16}[args.dtype]
     device_type = "cuda" if args.device.startswith("cuda") else "cpu"
 
@@ -102,7 +155,14 @@ def measure(name, args):
             else contextlib.nullcontext()
         )
         times = []
+        compile_s = None
         with torch.inference_mode(), autocast:
+            if variant == "compiled":
+                # The first call of a shape compiles it: timed apart.
+                start = time.perf_counter()
+                forward(wav)
+                sync(args.device)
+                compile_s = time.perf_counter() - start
             for i in range(args.warmup + args.repeats):
                 sync(args.device)
                 start = time.perf_counter()
@@ -118,6 +178,9 @@ def measure(name, args):
                 frontend(wav)
                 sync(args.device)
                 fe_times.append(time.perf_counter() - start)
+            parts = None
+            if variant != "compiled":
+                parts = time_parts(forward, wav, student, args)
         audio = batch * CLIP_SECONDS
         fe_mean = sum(fe_times) / len(fe_times)
         row = {
@@ -130,10 +193,17 @@ def measure(name, args):
             "frontend_s_mean": fe_mean,
             "frontend_share": fe_mean / (sum(times) / len(times)),
             "output_frames": int(out.strong.shape[-1]),
+            "first_call_s": compile_s,
+            "parts_s_mean": parts,
             **peak_memory(args.device, rss_before),
         }
         rows.append(row)
-    result = {"model": name, "recipe": recipe, "overrides": overrides}
+    result = {
+        "model": name,
+        "variant": variant,
+        "recipe": recipe,
+        "overrides": overrides,
+    }
     result["student_parameters"] = n_params
     result["results"] = rows
     limit = TARGETS.get(name)
@@ -158,6 +228,13 @@ def main(argv=None):
         default=["crnn", "atst_sed_base"],
     )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument(
+        "--optimize",
+        nargs="+",
+        choices=["none", "fused", "compiled"],
+        default=["none", "fused"],
+        help="model variants to time (see the module docstring)",
+    )
     add_run_arguments(parser, repeats=3)
     args = parser.parse_args(argv)
 
@@ -177,6 +254,7 @@ def main(argv=None):
             "clip_seconds": CLIP_SECONDS,
             "sample_rate": SAMPLE_RATE,
             "batch_sizes": sorted(args.batch_sizes),
+            "variants": args.optimize,
             "dtype": args.dtype,
             "warmup": args.warmup,
             "repeats": args.repeats,
@@ -184,7 +262,11 @@ def main(argv=None):
             "random weights and audio; one process per model",
             "peak_memory": memory_note(args.device),
         },
-        "models": run_children(Path(__file__), args.models, common),
+        "models": run_children(
+            Path(__file__),
+            [f"{m}@{v}" for m in args.models for v in args.optimize],
+            common,
+        ),
     }
     print(json.dumps(result))
     if any("error" in m for m in result["models"]):

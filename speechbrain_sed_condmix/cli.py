@@ -341,6 +341,18 @@ def detect_main(argv=None):
     )
     parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda:0")
     parser.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="run the exported model as is (default: batch norms folded, "
+        "channels-last weights; same scores to float rounding)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (needs a C++ compiler on CPU; the "
+        "first batch of each shape compiles)",
+    )
+    parser.add_argument(
         "--savedir", help="where SpeechBrain collects the model files"
     )
     parser.add_argument(
@@ -372,6 +384,8 @@ def detect_main(argv=None):
             run_opts={"device": args.device},
             method=args.method,
             window_hop=args.window_hop,
+            optimize=not args.no_optimize,
+            compile=args.compile,
         )
     except (OSError, ValueError, ImportError) as err:
         print(f"sed-detect: cannot load {model}: {err}", file=sys.stderr)

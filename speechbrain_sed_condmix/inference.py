@@ -53,6 +53,7 @@ import soundfile as sf
 import torch
 from speechbrain.inference.interfaces import Pretrained
 
+from speechbrain_sed_condmix.lobes.fusion import optimize_for_inference
 from speechbrain_sed_condmix.postprocessing import (
     EVENT_COLUMNS,
     TIME_DECIMALS,
@@ -294,6 +295,15 @@ class SoundEventDetector(Pretrained):
         exported ``window_hop``, 5 s).
     batch_size : int, optional
         Windows per forward pass (default: the exported ``batch_size``).
+    optimize : bool
+        Run a copy of the model with its batch norms folded into the
+        convolutions and channels-last weights
+        (:func:`~speechbrain_sed_condmix.lobes.fusion.optimize_for_inference`):
+        the same scores (to float rounding), faster on CPU.
+        ``self.mods.model`` stays the exported model.
+    compile : bool
+        Also ``torch.compile`` the optimised copy (opt-in: needs a C++
+        compiler on CPU and compiles on the first batch of each shape).
 
     Example
     -------
@@ -308,9 +318,26 @@ class SoundEventDetector(Pretrained):
     MODULES_NEEDED = ["frontend", "model"]
 
     def __init__(
-        self, *args, method=None, window_hop=None, batch_size=None, **kwargs
+        self,
+        *args,
+        method=None,
+        window_hop=None,
+        batch_size=None,
+        optimize=True,
+        compile=False,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        # The weights are loaded by now (from_hparams runs the pretrainer
+        # first), so the optimised copy carries them.
+        self.model = self.mods.model
+        if optimize or compile:
+            self.model = optimize_for_inference(
+                self.mods.model,
+                fold_bn=optimize,
+                channels_last=optimize,
+                compile=compile,
+            )
         encoder = self.hparams.encoder
         self.classes = list(encoder.classes)
         self.sample_rate = int(encoder.sample_rate)
@@ -399,7 +426,7 @@ class SoundEventDetector(Pretrained):
             # The same two steps as validation in SEDBrain: mel, normalize.
             inputs = self.mods.frontend.normalize(self.mods.frontend.mel(wavs))
             inputs = inputs if isinstance(inputs, list) else [inputs]
-            output = self.mods.model(*inputs)
+            output = self.model(*inputs)
         return output.strong.float().transpose(1, 2)
 
     def _as_waveforms(self, items, sample_rate=None, wav_lens=None):

@@ -188,6 +188,23 @@ def test_detect_batch_matches_detect_file(detector, clips):
         pd.testing.assert_frame_equal(table, single, atol=1e-5)
 
 
+def test_optimised_model_gives_the_exported_models_scores(
+    exported, detector, clips, tmp_path
+):
+    """The default (folded, channels-last) copy against the model as is."""
+    plain = SoundEventDetector.from_hparams(
+        source=str(exported), savedir=tmp_path / "sd", optimize=False
+    )
+    bn = torch.nn.BatchNorm2d
+    assert any(isinstance(m, bn) for m in detector.mods.model.modules())
+    assert not any(isinstance(m, bn) for m in detector.model.modules())
+    assert plain.model is plain.mods.model
+    wavs = torch.stack([wav for _, wav in clips])
+    np.testing.assert_allclose(
+        detector(wavs).numpy(), plain(wavs).numpy(), atol=1e-5, rtol=0
+    )
+
+
 def test_median_method_override(exported, tmp_path, clips):
     median = SoundEventDetector.from_hparams(
         source=str(exported), savedir=tmp_path / "sd", method="median"
