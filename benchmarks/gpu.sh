@@ -18,7 +18,7 @@ start=$SECONDS
 for dtype in fp32 bf16; do
     echo "== inference_rtf $dtype" >&2
     "$PY" benchmarks/inference_rtf.py --device cuda --dtype "$dtype" \
-        --batch-sizes 1 32 --warmup 3 --repeats 20 \
+        --batch-sizes 1 32 --warmup 3 --repeats 20 --optimize none fused \
         | tee "$OUT/inference_rtf_$dtype.json"
     echo "== train_step $dtype" >&2
     "$PY" benchmarks/train_step.py --device cuda --dtype "$dtype" \
