@@ -15,8 +15,9 @@ end (mel + normalisation) and the student, in eval mode under
 ``torch.inference_mode``; ``--dtype bf16`` runs it under autocast.
 ``--optimize`` picks the model variants (each in its own process):
 ``none`` (the trained model as is), ``fused`` (batch norms folded into the
-convolutions, channels-last weights: ``lobes.fusion.optimize_for_inference``,
-what ``SoundEventDetector`` uses by default) and ``compiled`` (``fused``
+convolutions, channels-last weights, in-place gates:
+``lobes.fusion.optimize_for_inference``, what ``SoundEventDetector`` uses
+by default) and ``compiled`` (``fused``
 under ``torch.compile``; compile time reported apart). After
 ``--warmup`` calls, ``--repeats`` calls are timed;
 ``RTF = seconds per batch / (batch x 10 s)`` (min and mean over repeats).

@@ -344,7 +344,8 @@ def detect_main(argv=None):
         "--no-optimize",
         action="store_true",
         help="run the exported model as is (default: batch norms folded, "
-        "channels-last weights; same scores to float rounding)",
+        "channels-last weights, in-place gates; the same scores to float "
+        "rounding)",
     )
     parser.add_argument(
         "--compile",

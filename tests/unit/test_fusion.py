@@ -8,10 +8,12 @@ from torch import nn
 
 from speechbrain_sed_condmix.lobes.atst import ATSTFrame
 from speechbrain_sed_condmix.lobes.atst_sed import ATSTSED
-from speechbrain_sed_condmix.lobes.crnn import CRNN
+from speechbrain_sed_condmix.lobes.crnn import CRNN, GLU, ContextGating
 from speechbrain_sed_condmix.lobes.fusion import (
+    InplaceGate,
     fold_batchnorm,
     optimize_for_inference,
+    use_inplace_gates,
 )
 
 
@@ -58,13 +60,17 @@ def test_folded_conv_is_the_affine_map_of_the_batch_norm():
 def test_crnn_outputs_unchanged(activation):
     model = small_crnn(activation)
     x = torch.randn(3, 128, 40)
+    x_copy = x.clone()
     with torch.no_grad():
         before = model(x)
         fast = optimize_for_inference(model)
         after = fast(x)
-    # every block's BN folded, none left in the copy
+    assert torch.equal(x, x_copy)  # the in-place gates keep the input
+    # every block's BN folded, none left in the copy; gates swapped
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 3
+    n_gates = sum(isinstance(m, InplaceGate) for m in fast.modules())
+    assert n_gates == (0 if activation == "relu" else 3)
     for name in ("strong", "weak", "embeddings"):
         torch.testing.assert_close(
             getattr(after, name), getattr(before, name), atol=1e-6, rtol=0
@@ -72,6 +78,28 @@ def test_crnn_outputs_unchanged(activation):
     assert fast.cnn.cnn.conv0.weight.is_contiguous(
         memory_format=torch.channels_last
     )
+
+
+@pytest.mark.parametrize("kind", [GLU, ContextGating])
+def test_inplace_gate_matches_the_gate_formula(kind):
+    gate = kind(4)
+    x = torch.randn(2, 4, 5, 3)
+    lin = torch.einsum("oc,bctf->botf", gate.linear.weight, x)
+    lin = lin + gate.linear.bias[:, None, None]
+    if kind is GLU:
+        expected = lin * torch.sigmoid(x)
+    else:
+        expected = x * torch.sigmoid(lin)
+    with torch.no_grad():
+        out = InplaceGate(gate)(x.clone())
+    torch.testing.assert_close(out, expected)
+
+
+def test_only_gates_after_a_convolution_are_swapped():
+    # a gate that sees the model input would overwrite the caller's tensor
+    net = nn.Sequential(GLU(2), nn.Conv2d(2, 2, 1), ContextGating(2))
+    assert use_inplace_gates(net) == 1
+    assert isinstance(net[0], GLU) and isinstance(net[2], InplaceGate)
 
 
 def test_original_model_untouched_and_copy_frozen():
