@@ -18,12 +18,16 @@ The paper's compositions are [12, 12, 24] (CRNN) and [24, 24, 48, 48]
 (ATST-SED stage 2); the CPU defaults are scaled down to [4, 4, 8] and
 [2, 2, 4, 4] (``--batch-sizes`` changes both, e.g. the paper's on a GPU).
 ``--dtype bf16`` sets SpeechBrain's ``precision`` run option (autocast).
+``--layouts nchw channels_last`` times each system with the recipes'
+default layout and with ``channels_last: True`` (NHWC convolution weights).
 After ``--warmup`` steps, ``--repeats`` steps are timed. Each system runs
 in its own process, so that the CPU peak RSS (``ru_maxrss``) is its own.
 
     python benchmarks/train_step.py
     python benchmarks/train_step.py --device cuda --dtype bf16 \
         --crnn-batch-sizes 12 12 24 --atst-batch-sizes 24 24 48 48
+    python benchmarks/train_step.py --systems crnn_mt crnn_condmix \
+        --layouts nchw channels_last
 """
 
 import argparse
@@ -95,16 +99,19 @@ def synthetic_batch(subsets, sizes, encoder, seed):
     return PaddedBatch(items)
 
 
-def measure(name, args):
-    """Step times and memory of one system."""
+def measure(config, args):
+    """Step times and memory of one ``system@layout``."""
     import speechbrain as sb
     import torch
 
     from speechbrain_sed_condmix.brain import SEDBrain
 
+    name, layout = config.split("@")
     recipe, overrides = SYSTEMS[name]
     family = "atst" if recipe.startswith("atst") else "crnn"
     sizes = args.atst_batch_sizes if family == "atst" else args.crnn_batch
+    if layout == "channels_last":
+        overrides = {**overrides, "channels_last": True}
     hparams = load_recipe(recipe, overrides)
     subsets = hparams["train_subsets"]
     if len(sizes) != len(subsets):
@@ -145,6 +152,7 @@ def measure(name, args):
     )
     return {
         "system": name,
+        "layout": layout,
         "recipe": recipe,
         "overrides": overrides,
         "batch_sizes": dict(zip(subsets, sizes)),
@@ -182,6 +190,13 @@ def main(argv=None):
         default=CPU_BATCH["atst"],
         help="clips of [strong_train, synth_train, weak_train, unlabeled]",
     )
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        choices=["nchw", "channels_last"],
+        default=["nchw"],
+        help="memory layouts of the convolution weights to time",
+    )
     add_run_arguments(parser, repeats=2)
     args = parser.parse_args(argv)
 
@@ -212,7 +227,11 @@ def main(argv=None):
             "per system",
             "peak_memory": memory_note(args.device),
         },
-        "systems": run_children(Path(__file__), args.systems, common),
+        "systems": run_children(
+            Path(__file__),
+            [f"{n}@{layout}" for n in args.systems for layout in args.layouts],
+            common,
+        ),
     }
     print(json.dumps(result))
     if any("error" in s for s in result["systems"]):

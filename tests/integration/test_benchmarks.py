@@ -61,15 +61,18 @@ def test_train_step(tmp_path):
         "train_step.py",
         *("--systems", "atst_sed_tiny", "--atst-batch-sizes", "1", "1"),
         *("1", "1", "--warmup", "0", "--repeats", "1"),
+        *("--layouts", "nchw", "channels_last"),
         cwd=tmp_path,
     )
-    (system,) = data["systems"]
-    assert system["system"] == "atst_sed_tiny" and "error" not in system
-    assert system["batch_total"] == 4
-    assert system["samples_per_s"] == pytest.approx(
-        system["batch_total"] / system["step_s_mean"]
-    )
-    assert 0 < system["last_loss"] < 100
+    layouts = [s["layout"] for s in data["systems"]]
+    assert layouts == ["nchw", "channels_last"]
+    for system in data["systems"]:
+        assert system["system"] == "atst_sed_tiny" and "error" not in system
+        assert system["batch_total"] == 4
+        assert system["samples_per_s"] == pytest.approx(
+            system["batch_total"] / system["step_s_mean"]
+        )
+        assert 0 < system["last_loss"] < 100
 
 
 def test_eval_time(tmp_path):

@@ -138,3 +138,21 @@ def test_fit_batch_updates_teacher_by_ema(tmp_path):
     for t, b, s in zip(teacher.parameters(), before, student):
         assert torch.allclose(t, 0.5 * b + 0.5 * s.detach(), atol=1e-6)
     assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_channels_last_training_matches_the_default_layout():
+    """``channels_last: True`` changes the layout, not the computation."""
+    losses, weights = {}, {}
+    for layout in (False, True):
+        brain = make_brain(channels_last=layout)
+        brain.steps_per_epoch = 1
+        brain.init_optimizers()
+        conv = brain.modules.student.cnn.cnn.conv1.weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) is layout
+        losses[layout] = float(
+            brain.fit_batch(make_batch(["strong", "weak", "unlabeled"]))
+        )
+        teacher = brain.modules.teacher.model.cnn.cnn.conv1.weight
+        weights[layout] = teacher.detach().contiguous()
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    torch.testing.assert_close(weights[True], weights[False], atol=1e-6, rtol=0)
