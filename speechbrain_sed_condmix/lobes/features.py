@@ -36,6 +36,37 @@ def _fp32_mel(melspec, wav):
         return melspec(wav.float())
 
 
+def complex_magnitude(spec):
+    """``|spec|`` of a complex tensor, as ``sqrt(re**2 + im**2)``.
+
+    ``torch.abs`` on complex numbers computes an overflow-safe ``hypot``,
+    which takes more than a third of the CNN front end on CPU; the plain
+    formula is about twice as fast and agrees to one float ulp. STFT values
+    of audio are far from float32's overflow (a full-scale 2048-point frame
+    gives at most ``2048**2`` once squared); magnitudes under 1e-19, whose
+    squares are subnormal, lose relative precision, far below the front
+    end's 1e-5 floor.
+
+    Arguments
+    ---------
+    spec : torch.Tensor
+        Complex tensor (e.g. an STFT).
+
+    Returns
+    -------
+    torch.Tensor
+        Real magnitudes, same shape.
+
+    Example
+    -------
+    >>> complex_magnitude(torch.tensor([3 + 4j, -1j]))
+    tensor([5., 1.])
+    """
+    parts = torch.view_as_real(spec)
+    out = parts[..., 0].square()
+    return out.addcmul_(parts[..., 1], parts[..., 1]).sqrt_()
+
+
 class CNNMelFrontEnd(nn.Module):
     """Log-mel front end of the DCASE CRNN baseline, in two steps.
 
@@ -127,7 +158,25 @@ class CNNMelFrontEnd(nn.Module):
         >>> CNNMelFrontEnd().mel(torch.zeros(1, 2560)).shape
         torch.Size([1, 128, 11])
         """
-        return _fp32_mel(self.melspec, wav)
+        if wav.dim() == 1:
+            wav = wav.unsqueeze(0)
+        spec = self.melspec.spectrogram
+        # torchaudio's Spectrogram(power=1) step by step, with the faster
+        # magnitude (see complex_magnitude); fp32 as in _fp32_mel.
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            stft = torch.stft(
+                wav.float(),
+                n_fft=spec.n_fft,
+                hop_length=spec.hop_length,
+                win_length=spec.win_length,
+                window=spec.window,
+                center=spec.center,
+                pad_mode=spec.pad_mode,
+                normalized=False,
+                onesided=True,
+                return_complex=True,
+            )
+            return self.melspec.mel_scale(complex_magnitude(stft))
 
     def normalize(self, mel):
         """Log compression, clamp and per-clip min-max scaling to [-1, 1].

@@ -14,6 +14,7 @@ from speechbrain_sed_condmix.lobes.features import (
     ATSTMelFrontEnd,
     CNNMelFrontEnd,
     DualMelFrontEnd,
+    complex_magnitude,
 )
 
 SR, N_FFT, HOP, N_MELS, F_MAX = 16000, 2048, 256, 128, 8000.0
@@ -92,6 +93,26 @@ def test_mel_matches_numpy(front_end):
     assert out.shape == ref.shape == (2, N_MELS, 1 + 12000 // HOP)
     # fp32 STFT vs fp64: relative agreement, with a floor for tiny bins
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5 * ref.max())
+
+
+def test_mel_matches_the_torchaudio_transform(front_end):
+    # the step-by-step STFT + magnitude against MelSpectrogram itself
+    wav = torch.randn(3, 20000, generator=torch.Generator().manual_seed(2))
+    expected = front_end.melspec(wav)
+    out = front_end.mel(wav)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert front_end.mel(wav[0]).shape == (1, *expected.shape[1:])
+
+
+def test_complex_magnitude_is_abs():
+    gen = torch.Generator().manual_seed(3)
+    spec = torch.randn(4, 300, dtype=torch.complex64, generator=gen) * 1e3
+    # squares below float32's normal range (|z| < 1e-19) lose precision,
+    # irrelevant under the front end's 1e-5 magnitude floor
+    spec[0, :3] = torch.tensor([0, 1e-15, -2048j])
+    torch.testing.assert_close(
+        complex_magnitude(spec), spec.abs(), rtol=2e-7, atol=0
+    )
 
 
 def test_ten_seconds_gives_626_frames(front_end):
