@@ -41,8 +41,10 @@ Authors
  * speechbrain-sed-condmix contributors 2026
 """
 
+import hashlib
 import json
 import logging
+import random
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,9 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 from speechbrain.utils.distributed import if_main_process
+from torch.nn import SyncBatchNorm
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler, IterableDataset
 
 from speechbrain_sed_condmix import losses
 from speechbrain_sed_condmix.augment.mixup import MixInfo
@@ -152,6 +157,133 @@ class ValidScores:
             )
 
 
+def world_size():
+    """Number of processes of the initialised process group (else 1).
+
+    Example
+    -------
+    >>> world_size()
+    1
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def gather_objects(obj):
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank.
+
+    Without a process group (one process) this is ``[obj]``.
+
+    Example
+    -------
+    >>> gather_objects({"a": 1})
+    [{'a': 1}]
+    """
+    if world_size() == 1:
+        return [obj]
+    gathered = [None] * world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
+def state_fingerprint(module):
+    """SHA-256 of a module's state dict (names, dtypes, shapes, bytes).
+
+    Two modules with bit-identical parameters and buffers have the same
+    fingerprint; a checkpoint's ``teacher.ckpt`` loaded with ``torch.load``
+    gives the fingerprint of the saved teacher.
+
+    Arguments
+    ---------
+    module : torch.nn.Module or dict
+        A module or a state dict.
+
+    Returns
+    -------
+    str
+        Hex digest.
+
+    Example
+    -------
+    >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    >>> _ = b.load_state_dict(a.state_dict())
+    >>> state_fingerprint(a) == state_fingerprint(b.state_dict())
+    True
+    >>> with torch.no_grad():
+    ...     _ = b.bias.add_(1e-7)
+    >>> state_fingerprint(a) == state_fingerprint(b)
+    False
+    """
+    state = module if isinstance(module, dict) else module.state_dict()
+    digest = hashlib.sha256()
+    for name, value in state.items():
+        value = value.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@register_checkpoint_hooks
+class TrainingState:
+    """Random-number states and run bookkeeping, saved with each checkpoint.
+
+    Restoring the torch (CPU and CUDA), NumPy and Python generators makes a
+    resumed run draw the same mixup partners, dropout masks and crops as an
+    uninterrupted one. It also keeps the list of training clips that failed
+    to decode (``bad_audio``) and, for an intra-epoch checkpoint, the loss
+    terms summed so far in the epoch. Under DDP the main process saves its
+    own generator states and every rank restores them (ranks start from the
+    same seed anyway, see ``speechbrain.utils.seed_everything``).
+
+    Example
+    -------
+    >>> state = TrainingState()
+    >>> state.bad_audio.append("a.wav: cannot decode")
+    >>> path = getfixture("tmp_path") / "state.ckpt"
+    >>> state.save(path)
+    >>> first = torch.rand(3)
+    >>> back = TrainingState()
+    >>> back.load(path)
+    >>> torch.equal(torch.rand(3), first), back.bad_audio
+    (True, ['a.wav: cannot decode'])
+    """
+
+    def __init__(self):
+        self.bad_audio = []
+        self.loss_terms = {}
+        self.resumed_terms = None
+
+    @mark_as_saver
+    def save(self, path):
+        """Write the generator states and the bookkeeping."""
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "bad_audio": list(self.bad_audio),
+            "loss_terms": dict(self.loss_terms),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(state, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=False):
+        """Restore what :meth:`save` wrote."""
+        # The state holds NumPy and Python objects: not weights-only.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            cuda = state["cuda"][: torch.cuda.device_count()]
+            torch.cuda.set_rng_state_all(cuda)
+        self.bad_audio = list(state["bad_audio"])
+        # An epoch that ended is logged already; one cut short goes on.
+        self.resumed_terms = None if end_of_epoch else state["loss_terms"]
+
+
 class SEDBrain(sb.Brain):
     """Brain for semi-supervised SED with a Mean Teacher.
 
@@ -184,10 +316,15 @@ class SEDBrain(sb.Brain):
         super().__init__(*args, **kwargs)
         self.steps_per_epoch = None
         self.valid_scores = ValidScores()
+        self.training_state = TrainingState()
+        self.train_clips = []
         if self.checkpointer is not None:
-            # Optional: checkpoints written before it existed still load.
+            # Optional: checkpoints written before they existed still load.
             self.checkpointer.add_recoverable(
                 "valid_scores", self.valid_scores, optional_load=True
+            )
+            self.checkpointer.add_recoverable(
+                "training_state", self.training_state, optional_load=True
             )
 
     # ------------------------------------------------------------------
@@ -201,6 +338,9 @@ class SEDBrain(sb.Brain):
         Brain wraps any train batch sampler in a ``DistributedSampler`` under
         DDP, which would shard batches that are already sharded per source.
         ``MultiSourceBatchSampler`` shards itself, so it is used as it is.
+        Under DDP, validation and test sets are sharded over the ranks
+        (``DistributedSampler`` without shuffling) and their scores gathered
+        before scoring (:meth:`on_stage_end`).
 
         Arguments
         ---------
@@ -233,6 +373,19 @@ class SEDBrain(sb.Brain):
                     ckpt_prefix + stage.name, loader
                 )
             return loader
+        if (
+            stage != sb.Stage.TRAIN
+            and world_size() > 1
+            and not isinstance(dataset, IterableDataset)
+            and loader_kwargs.get("sampler") is None
+            and loader_kwargs.get("batch_sampler") is None
+        ):
+            # Each rank scores a shard of the evaluation set; on_stage_end
+            # gathers the scores. The sampler pads the last shard with
+            # repeated clips, which the gathering (keyed by clip id) drops.
+            loader_kwargs["sampler"] = DistributedSampler(
+                dataset, shuffle=False
+            )
         return super().make_dataloader(
             dataset, stage, ckpt_prefix, **loader_kwargs
         )
@@ -349,6 +502,16 @@ class SEDBrain(sb.Brain):
         torch.Tensor
             The total loss (supervised only outside training).
         """
+        # Whatever --precision runs the networks in, the losses (and the
+        # contrastive heads that feed one) and the scores are fp32.
+        predictions = {
+            key: _to_fp32(value) if key in EVAL_MODELS else value
+            for key, value in predictions.items()
+        }
+        with torch.autocast(device_type=self.device_type, enabled=False):
+            return self._objectives(predictions, batch, stage)
+
+    def _objectives(self, predictions, batch, stage):
         student = predictions["student"]
         is_strong = predictions["is_strong"]
         is_weak = predictions["is_weak"]
@@ -492,6 +655,10 @@ class SEDBrain(sb.Brain):
         should_step : bool
             Whether the optimiser steps after this batch.
         """
+        self._batch_ids = list(getattr(batch, "id", []))
+        if world_size() > 1:
+            self.train_clips.extend(self._batch_ids)
+        self._count_bad_audio(batch)
         counter = getattr(self.hparams, "epoch_counter", None)
         epochs = counter.limit if counter is not None else 0
         total = epochs * (self.steps_per_epoch or 0)
@@ -519,6 +686,7 @@ class SEDBrain(sb.Brain):
             Whether the optimiser stepped.
         """
         if should_step:
+            self._sync_student_buffers()
             self.modules.teacher.update(
                 self.modules.student, self.optimizer_step
             )
@@ -526,6 +694,120 @@ class SEDBrain(sb.Brain):
                 _unwrap(self.modules.contrastive).update_teacher(
                     self.optimizer_step
                 )
+
+    def _sync_student_buffers(self):
+        """Give every rank the main process's student buffers.
+
+        BatchNorm running statistics are updated by each rank's own forward
+        (on CPU, where ``SyncBatchNorm`` is not available, they differ
+        between ranks); DDP would broadcast rank 0's at the next forward. The
+        teacher averages them now, so they are broadcast first: the EMA is
+        then identical on every rank.
+        """
+        if world_size() == 1:
+            return
+        buffers = [
+            b
+            for b in _unwrap(self.modules.student).buffers()
+            if b.is_floating_point()
+        ]
+        if not buffers:
+            return
+        flat = torch.cat([b.detach().reshape(-1) for b in buffers])
+        torch.distributed.broadcast(flat, src=0)
+        offset = 0
+        for b in buffers:
+            b.copy_(flat[offset : offset + b.numel()].view_as(b))
+            offset += b.numel()
+
+    def _count_bad_audio(self, batch):
+        """Count training clips that failed to decode; stop past the limit.
+
+        The training datasets replace such a clip by the next one of its
+        subset and name it in the item's ``bad_audio`` field (see
+        ``speechbrain_sed_condmix.dataio.pipelines.SkipBadAudio``).
+        """
+        failed = [
+            entry for item in getattr(batch, "bad_audio", []) for entry in item
+        ]
+        if not failed:
+            return
+        bad = self.training_state.bad_audio
+        for entry in failed:
+            logger.warning("Skipped a training clip: %s", entry)
+            bad.append(entry)
+        limit = int(getattr(self.hparams, "max_bad_audio", 0))
+        if len(bad) > limit:
+            listing = "\n  ".join(bad)
+            raise RuntimeError(
+                f"{len(bad)} training clips failed to decode, more than "
+                f"max_bad_audio={limit}; fix or remove them (or re-run the "
+                f"data preparation):\n  {listing}"
+            )
+
+    def check_loss_isfinite(self, loss):
+        """SpeechBrain's ``nonfinite_patience`` check, naming the batch.
+
+        Arguments
+        ---------
+        loss : torch.Tensor
+            The (scaled) loss of the current batch.
+        """
+        if not torch.isfinite(loss):
+            logger.warning(
+                "Non-finite loss (%s) at optimiser step %d, batch clips: %s",
+                float(loss),
+                self.optimizer_step,
+                ", ".join(map(str, getattr(self, "_batch_ids", []))),
+            )
+        super().check_loss_isfinite(loss)
+
+    def _wrap_distributed(self):
+        """Wrap the trained modules in DDP; keep the teacher (and idle
+        modules) out; make every rank's teacher rank 0's.
+
+        As SpeechBrain, but: ``SyncBatchNorm`` only on CUDA (it does not run
+        on CPU); the contrastive heads stay unwrapped when
+        ``contrastive_weight`` is 0 (they get no gradient, which DDP would
+        wait for); the EMA teacher (no trainable parameter) is never wrapped
+        and its weights are broadcast from rank 0 before any checkpoint is
+        recovered, so that the EMA is identical on all ranks even if the
+        initial copies differed.
+        """
+        if not self.distributed_launch:
+            return super()._wrap_distributed()
+        idle = set()
+        if not float(getattr(self.hparams, "contrastive_weight", 0.0)):
+            idle.add("contrastive")
+        for name, module in self.modules.items():
+            if name in idle or name == "teacher":
+                continue
+            if not any(p.requires_grad for p in module.parameters()):
+                continue
+            if self.device_type == "cuda":
+                module = SyncBatchNorm.convert_sync_batchnorm(module)
+                device_ids = [self.device]
+            else:
+                device_ids = None
+            self.modules[name] = DistributedDataParallel(
+                module,
+                device_ids=device_ids,
+                find_unused_parameters=self.find_unused_parameters,
+            )
+        if world_size() > 1:
+            for tensor in self.modules.teacher.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
+
+    def on_fit_start(self):
+        """Set up as SpeechBrain does, then say where a resumed run goes on."""
+        super().on_fit_start()
+        if self.step:
+            logger.info(
+                "Resuming epoch %d after batch %d (optimiser step %d)",
+                self.hparams.epoch_counter.current + 1,
+                self.step,
+                self.optimizer_step,
+            )
 
     # ------------------------------------------------------------------
     # Stages
@@ -541,6 +823,13 @@ class SEDBrain(sb.Brain):
             The epoch.
         """
         self.loss_terms = {}
+        resumed = self.training_state.resumed_terms
+        if stage == sb.Stage.TRAIN and resumed:
+            # An intra-epoch checkpoint: go on summing this epoch's terms.
+            self.loss_terms = dict(resumed)
+        self.training_state.resumed_terms = None
+        self.training_state.loss_terms = self.loss_terms
+        self.train_clips = []
         self.frame_scores = {name: {} for name in EVAL_MODELS}
         self.clip_scores = {name: {} for name in EVAL_MODELS}
         self.clip_targets = {}
@@ -552,6 +841,15 @@ class SEDBrain(sb.Brain):
         every = int(getattr(self.hparams, "valid_every_n_epochs", 1))
         last = epoch == self.hparams.epoch_counter.limit
         if every > 1 and epoch % every and not last:
+            # Still an end-of-epoch checkpoint, so that a resumed run loses
+            # at most the current epoch. It has no selection key, so the
+            # next checkpoint replaces it.
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta={"epoch": epoch},
+                    max_keys=[self.hparams.selection_key],
+                    num_to_keep=1,
+                )
             return
         super()._fit_valid(valid_set, epoch, enable)
 
@@ -624,6 +922,10 @@ class SEDBrain(sb.Brain):
         epoch : int, optional
             The epoch.
         """
+        if stage == sb.Stage.TRAIN:
+            self._check_ddp_training(epoch)
+        else:
+            stage_loss = self._gather_eval_scores(stage_loss)
         stats = {"loss": stage_loss}
         n = max(self.loss_terms.pop("_n", 1), 1)
         stats.update({k: v / n for k, v in self.loss_terms.items()})
@@ -670,6 +972,93 @@ class SEDBrain(sb.Brain):
         )
         if if_main_process():
             self._write_test_outputs(results, scores, stats)
+        # A collective call (main_process_only): every rank makes it.
+        self.hparams.train_logger.log_stats(
+            stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+            test_stats={
+                f"{name}_{key}": results[name][key]
+                for name in EVAL_MODELS
+                for key in ("psds1", "psds2", "intersection_f1", "collar_f1")
+                if key in results[name]
+            },
+        )
+
+    def _gather_eval_scores(self, stage_loss):
+        """Merge every rank's scores and losses (DDP); return the loss.
+
+        The scores are keyed by clip id, so the clips that the distributed
+        sampler repeats to even out the shards count once. Every rank ends
+        with the whole set, so all compute the same metrics.
+        """
+        if world_size() == 1:
+            return stage_loss
+        parts = gather_objects(
+            {
+                "frame_scores": self.frame_scores,
+                "clip_scores": self.clip_scores,
+                "clip_targets": self.clip_targets,
+                "clip_durations": self.clip_durations,
+                "loss_terms": self.loss_terms,
+                "loss": stage_loss,
+            }
+        )
+        terms = {}
+        for part in parts:
+            for name in EVAL_MODELS:
+                self.frame_scores[name].update(part["frame_scores"][name])
+                self.clip_scores[name].update(part["clip_scores"][name])
+            self.clip_targets.update(part["clip_targets"])
+            self.clip_durations.update(part["clip_durations"])
+            for key, value in part["loss_terms"].items():
+                terms[key] = terms.get(key, 0) + value
+        self.loss_terms.clear()
+        self.loss_terms.update(terms)
+        # The stage loss is a mean over each rank's batches.
+        batches = [part["loss_terms"].get("_n", 0) for part in parts]
+        total = sum(float(p["loss"]) * b for p, b in zip(parts, batches))
+        return total / max(sum(batches), 1)
+
+    def _check_ddp_training(self, epoch):
+        """Under DDP, check and record the epoch's shards and teachers.
+
+        Gathers each rank's training clips and teacher fingerprint; logs an
+        error if two ranks trained on the same clip id or if the teachers
+        differ, and writes both to ``<output_folder>/ddp_train_check.json``
+        (main process).
+        """
+        if world_size() == 1:
+            return
+        teacher = _unwrap(self.modules.teacher)
+        parts = gather_objects(
+            {"clips": self.train_clips, "teacher": state_fingerprint(teacher)}
+        )
+        seen, shared = set(), set()
+        for part in parts:
+            shared |= seen & set(part["clips"])
+            seen |= set(part["clips"])
+        if shared:
+            # An error in the log, not a stop: two subsets may share ids.
+            logger.error(
+                "Epoch %s: ranks trained on clips with the same ids %s",
+                epoch,
+                sorted(shared)[:10],
+            )
+        fingerprints = [part["teacher"] for part in parts]
+        if len(set(fingerprints)) > 1:
+            logger.error("Epoch %s: the ranks' EMA teachers differ", epoch)
+        if if_main_process():
+            out = Path(self.hparams.output_folder) / "ddp_train_check.json"
+            out.write_text(
+                json.dumps(
+                    {
+                        "epoch": epoch,
+                        "world_size": len(parts),
+                        "train_clips": [part["clips"] for part in parts],
+                        "teacher_fingerprint": fingerprints,
+                    },
+                    indent=1,
+                )
+            )
 
     def _write_test_outputs(self, results, scores, stats):
         from speechbrain_sed_condmix.plots import plot_psd_roc
@@ -696,15 +1085,6 @@ class SEDBrain(sb.Brain):
             )
         self._write_postprocessing(out, summary, scores)
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-        self.hparams.train_logger.log_stats(
-            stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
-            test_stats={
-                f"{name}_{key}": summary[name][key]
-                for name in EVAL_MODELS
-                for key in ("psds1", "psds2", "intersection_f1", "collar_f1")
-                if key in summary[name]
-            },
-        )
 
     def _write_postprocessing(self, out, summary, scores):
         """Tune post-processing on validation; compare it; event rolls.
@@ -781,6 +1161,21 @@ class SEDBrain(sb.Brain):
                 title=f"{clip_id} ({TUNED_MODEL}, "
                 f"{postprocessing.method} post-processing)",
             )
+
+
+def _to_fp32(output):
+    """A model output (``SEDOutput`` or tensor) with fp32 tensors."""
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.is_floating_point() else output
+    if hasattr(output, "_replace"):  # NamedTuple such as SEDOutput
+        return output._replace(
+            **{
+                k: v.float()
+                for k, v in output._asdict().items()
+                if isinstance(v, torch.Tensor) and v.is_floating_point()
+            }
+        )
+    return output
 
 
 def format_side_by_side(results):
