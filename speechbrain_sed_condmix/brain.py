@@ -244,7 +244,7 @@ class TrainingState:
     >>> state.save(path)
     >>> first = torch.rand(3)
     >>> back = TrainingState()
-    >>> back.load(path)
+    >>> back.load(path, end_of_epoch=True)
     >>> torch.equal(torch.rand(3), first), back.bad_audio
     (True, ['a.wav: cannot decode'])
     """
@@ -253,6 +253,7 @@ class TrainingState:
         self.bad_audio = []
         self.loss_terms = {}
         self.resumed_terms = None
+        self.pending = None
 
     @mark_as_saver
     def save(self, path):
@@ -270,18 +271,39 @@ class TrainingState:
 
     @mark_as_loader
     def load(self, path, end_of_epoch=False):
-        """Restore what :meth:`save` wrote."""
+        """Restore what :meth:`save` wrote.
+
+        After an intra-epoch checkpoint the generator states are applied by
+        :meth:`restore_pending` at the first batch: the uninterrupted run
+        drew the loader's seed at the start of the epoch, before the state
+        was saved, and the resumed run draws it again when it re-creates
+        the loader's iterator.
+        """
         # The state holds NumPy and Python objects: not weights-only.
         state = torch.load(path, map_location="cpu", weights_only=False)
+        self.bad_audio = list(state["bad_audio"])
+        if end_of_epoch:
+            self.pending = None
+            self._set_generators(state)
+            self.resumed_terms = None  # that epoch is logged already
+        else:
+            self.pending = state
+            self.resumed_terms = state["loss_terms"]
+
+    def restore_pending(self):
+        """Apply the generator states of an intra-epoch checkpoint, once."""
+        if getattr(self, "pending", None) is not None:
+            self._set_generators(self.pending)
+            self.pending = None
+
+    @staticmethod
+    def _set_generators(state):
         torch.set_rng_state(state["torch"])
         np.random.set_state(state["numpy"])
         random.setstate(state["python"])
         if "cuda" in state and torch.cuda.is_available():
             cuda = state["cuda"][: torch.cuda.device_count()]
             torch.cuda.set_rng_state_all(cuda)
-        self.bad_audio = list(state["bad_audio"])
-        # An epoch that ended is logged already; one cut short goes on.
-        self.resumed_terms = None if end_of_epoch else state["loss_terms"]
 
 
 class SEDBrain(sb.Brain):
@@ -314,6 +336,9 @@ class SEDBrain(sb.Brain):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # SpeechBrain 1.1 keeps --optimizer_step_limit=N as a string.
+        if isinstance(self.optimizer_step_limit, str):
+            self.optimizer_step_limit = int(self.optimizer_step_limit)
         self.steps_per_epoch = None
         self.valid_scores = ValidScores()
         self.training_state = TrainingState()
@@ -655,6 +680,7 @@ class SEDBrain(sb.Brain):
         should_step : bool
             Whether the optimiser steps after this batch.
         """
+        self.training_state.restore_pending()
         self._batch_ids = list(getattr(batch, "id", []))
         if world_size() > 1:
             self.train_clips.extend(self._batch_ids)
@@ -797,6 +823,15 @@ class SEDBrain(sb.Brain):
         if world_size() > 1:
             for tensor in self.modules.teacher.state_dict().values():
                 torch.distributed.broadcast(tensor, src=0)
+
+    def _save_intra_epoch_ckpt(self):
+        """SpeechBrain's intra-epoch checkpoint, logged at INFO level."""
+        super()._save_intra_epoch_ckpt()
+        logger.info(
+            "Saved an intra-epoch checkpoint: epoch %d, batch %d",
+            self.hparams.epoch_counter.current,
+            self.step,
+        )
 
     def on_fit_start(self):
         """Set up as SpeechBrain does, then say where a resumed run goes on."""
