@@ -24,7 +24,8 @@ def recipe_command(recipe, data, prep, out, *extra):
     ``extra`` flags replace the row's flags of the same name.
     """
     row = next(r for r in recipe_rows() if r["Hparam_file"].endswith(recipe))
-    replaced = {flag.split("=")[0] for flag in extra} | {"--batch_sizes"}
+    given = {flag.split("=")[0] for flag in extra}
+    replaced = given | {"--batch_sizes"}
     flags = [
         flag.replace("tests/tmp/mini_desed_tiny_prep", str(prep)).replace(
             "tests/tmp/mini_desed_tiny", str(data)
@@ -37,7 +38,7 @@ def recipe_command(recipe, data, prep, out, *extra):
         row["Script_file"],
         row["Hparam_file"],
         *flags,
-        f"--batch_sizes={BATCH_SIZES}",
+        *([] if "--batch_sizes" in given else [f"--batch_sizes={BATCH_SIZES}"]),
         f"--output_folder={out}",
         "--device=cpu",
         "--csebbs_tuning=False",
