@@ -218,6 +218,10 @@ class SkipBadAudio(torch.utils.data.Dataset):
                 item = dict(self.dataset[j])
             except Exception as err:  # any decoding error of any backend
                 failed.append(f"{self._source(j)}: {type(err).__name__}: {err}")
+                # The pipeline resets its generators only after a success;
+                # a half-run one would answer the next item with nothing.
+                for dynamic_item in self.dataset.pipeline.dynamic_items:
+                    dynamic_item.reset()
                 continue
             item["bad_audio"] = failed
             return item
