@@ -782,7 +782,7 @@ class SEDBrain(sb.Brain):
         if not torch.isfinite(loss):
             logger.warning(
                 "Non-finite loss (%s) at optimiser step %d, batch clips: %s",
-                float(loss),
+                float(loss.detach()),
                 self.optimizer_step,
                 ", ".join(map(str, getattr(self, "_batch_ids", []))),
             )
