@@ -127,3 +127,25 @@ def test_bf16_autocast_keeps_losses_and_teacher_fp32(tmp_path):
     teacher = brain.modules.teacher.model
     assert all(p.dtype == torch.float32 for p in teacher.parameters())
     assert all(torch.isfinite(p).all() for p in teacher.parameters())
+
+
+def test_epochs_without_validation_still_checkpoint(tmp_path):
+    from speechbrain.utils.checkpoints import Checkpointer
+    from speechbrain.utils.epoch_loop import EpochCounter
+
+    brain = make_brain(
+        tmp_path,
+        valid_every_n_epochs=2,
+        epoch_counter=EpochCounter(5),
+        selection_key="student_obj",
+    )
+    brain.checkpointer = Checkpointer(
+        tmp_path / "save", recoverables={"student": brain.modules.student}
+    )
+    brain._fit_valid(None, epoch=1, enable=False)
+    first = brain.checkpointer.find_checkpoint()
+    assert first.meta["epoch"] == 1 and first.meta["end-of-epoch"]
+    brain._fit_valid(None, epoch=3, enable=False)
+    # The newer one replaces it: neither has the selection key.
+    left = brain.checkpointer.list_checkpoints()
+    assert [c.meta["epoch"] for c in left] == [3]
