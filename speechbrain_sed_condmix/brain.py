@@ -326,7 +326,13 @@ class SEDBrain(sb.Brain):
     ``weak_consistency_weight`` (1), ``pseudo_label_weight`` (0),
     ``contrastive_weight`` (0), ``embedding_tap`` ("embeddings"),
     ``param_groups`` (one group at ``lr``), ``lr_floor`` (None: no cosine
-    decay).
+    decay), ``max_bad_audio`` (0: stop at the first training clip that
+    fails to decode).
+
+    Under ``torchrun`` (DDP) the trained modules are wrapped, the teacher
+    is not; validation and test are sharded and their scores gathered, so
+    every rank computes the metrics of the whole set (see
+    :meth:`_wrap_distributed`, :meth:`make_dataloader`).
 
     Arguments
     ---------
