@@ -41,8 +41,10 @@ Authors
  * speechbrain-sed-condmix contributors 2026
 """
 
+import hashlib
 import json
 import logging
+import random
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,9 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 from speechbrain.utils.distributed import if_main_process
+from torch.nn import SyncBatchNorm
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler, IterableDataset
 
 from speechbrain_sed_condmix import losses
 from speechbrain_sed_condmix.augment.mixup import MixInfo
@@ -152,6 +157,155 @@ class ValidScores:
             )
 
 
+def world_size():
+    """Number of processes of the initialised process group (else 1).
+
+    Example
+    -------
+    >>> world_size()
+    1
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def gather_objects(obj):
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank.
+
+    Without a process group (one process) this is ``[obj]``.
+
+    Example
+    -------
+    >>> gather_objects({"a": 1})
+    [{'a': 1}]
+    """
+    if world_size() == 1:
+        return [obj]
+    gathered = [None] * world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
+def state_fingerprint(module):
+    """SHA-256 of a module's state dict (names, dtypes, shapes, bytes).
+
+    Two modules with bit-identical parameters and buffers have the same
+    fingerprint; a checkpoint's ``teacher.ckpt`` loaded with ``torch.load``
+    gives the fingerprint of the saved teacher.
+
+    Arguments
+    ---------
+    module : torch.nn.Module or dict
+        A module or a state dict.
+
+    Returns
+    -------
+    str
+        Hex digest.
+
+    Example
+    -------
+    >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    >>> _ = b.load_state_dict(a.state_dict())
+    >>> state_fingerprint(a) == state_fingerprint(b.state_dict())
+    True
+    >>> with torch.no_grad():
+    ...     _ = b.bias.add_(1e-7)
+    >>> state_fingerprint(a) == state_fingerprint(b)
+    False
+    """
+    state = module if isinstance(module, dict) else module.state_dict()
+    digest = hashlib.sha256()
+    for name, value in state.items():
+        value = value.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@register_checkpoint_hooks
+class TrainingState:
+    """Random-number states and run bookkeeping, saved with each checkpoint.
+
+    Restoring the torch (CPU and CUDA), NumPy and Python generators makes a
+    resumed run draw the same mixup partners, dropout masks and crops as an
+    uninterrupted one. It also keeps the list of training clips that failed
+    to decode (``bad_audio``) and, for an intra-epoch checkpoint, the loss
+    terms summed so far in the epoch. Under DDP the main process saves its
+    own generator states and every rank restores them (ranks start from the
+    same seed anyway, see ``speechbrain.utils.seed_everything``).
+
+    Example
+    -------
+    >>> state = TrainingState()
+    >>> state.bad_audio.append("a.wav: cannot decode")
+    >>> path = getfixture("tmp_path") / "state.ckpt"
+    >>> state.save(path)
+    >>> first = torch.rand(3)
+    >>> back = TrainingState()
+    >>> back.load(path, end_of_epoch=True)
+    >>> torch.equal(torch.rand(3), first), back.bad_audio
+    (True, ['a.wav: cannot decode'])
+    """
+
+    def __init__(self):
+        self.bad_audio = []
+        self.loss_terms = {}
+        self.resumed_terms = None
+        self.pending = None
+
+    @mark_as_saver
+    def save(self, path):
+        """Write the generator states and the bookkeeping."""
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "bad_audio": list(self.bad_audio),
+            "loss_terms": dict(self.loss_terms),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(state, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=False):
+        """Restore what :meth:`save` wrote.
+
+        After an intra-epoch checkpoint the generator states are applied by
+        :meth:`restore_pending` at the first batch: the uninterrupted run
+        drew the loader's seed at the start of the epoch, before the state
+        was saved, and the resumed run draws it again when it re-creates
+        the loader's iterator.
+        """
+        # The state holds NumPy and Python objects: not weights-only.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.bad_audio = list(state["bad_audio"])
+        if end_of_epoch:
+            self.pending = None
+            self._set_generators(state)
+            self.resumed_terms = None  # that epoch is logged already
+        else:
+            self.pending = state
+            self.resumed_terms = state["loss_terms"]
+
+    def restore_pending(self):
+        """Apply the generator states of an intra-epoch checkpoint, once."""
+        if getattr(self, "pending", None) is not None:
+            self._set_generators(self.pending)
+            self.pending = None
+
+    @staticmethod
+    def _set_generators(state):
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            cuda = state["cuda"][: torch.cuda.device_count()]
+            torch.cuda.set_rng_state_all(cuda)
+
+
 class SEDBrain(sb.Brain):
     """Brain for semi-supervised SED with a Mean Teacher.
 
@@ -172,7 +326,13 @@ class SEDBrain(sb.Brain):
     ``weak_consistency_weight`` (1), ``pseudo_label_weight`` (0),
     ``contrastive_weight`` (0), ``embedding_tap`` ("embeddings"),
     ``param_groups`` (one group at ``lr``), ``lr_floor`` (None: no cosine
-    decay).
+    decay), ``max_bad_audio`` (0: stop at the first training clip that
+    fails to decode).
+
+    Under ``torchrun`` (DDP) the trained modules are wrapped, the teacher
+    is not; validation and test are sharded and their scores gathered, so
+    every rank computes the metrics of the whole set (see
+    :meth:`_wrap_distributed`, :meth:`make_dataloader`).
 
     Arguments
     ---------
@@ -182,6 +342,9 @@ class SEDBrain(sb.Brain):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # SpeechBrain 1.1 keeps --optimizer_step_limit=N as a string.
+        if isinstance(self.optimizer_step_limit, str):
+            self.optimizer_step_limit = int(self.optimizer_step_limit)
         if getattr(self.hparams, "channels_last", False):
             # NHWC convolution weights make the convolutions produce NHWC
             # maps, which the channel-mixing gates read without a transpose
@@ -189,10 +352,15 @@ class SEDBrain(sb.Brain):
             self.modules.to(memory_format=torch.channels_last)
         self.steps_per_epoch = None
         self.valid_scores = ValidScores()
+        self.training_state = TrainingState()
+        self.train_clips = []
         if self.checkpointer is not None:
-            # Optional: checkpoints written before it existed still load.
+            # Optional: checkpoints written before they existed still load.
             self.checkpointer.add_recoverable(
                 "valid_scores", self.valid_scores, optional_load=True
+            )
+            self.checkpointer.add_recoverable(
+                "training_state", self.training_state, optional_load=True
             )
 
     # ------------------------------------------------------------------
@@ -206,6 +374,9 @@ class SEDBrain(sb.Brain):
         Brain wraps any train batch sampler in a ``DistributedSampler`` under
         DDP, which would shard batches that are already sharded per source.
         ``MultiSourceBatchSampler`` shards itself, so it is used as it is.
+        Under DDP, validation and test sets are sharded over the ranks
+        (``DistributedSampler`` without shuffling) and their scores gathered
+        before scoring (:meth:`on_stage_end`).
 
         Arguments
         ---------
@@ -238,6 +409,19 @@ class SEDBrain(sb.Brain):
                     ckpt_prefix + stage.name, loader
                 )
             return loader
+        if (
+            stage != sb.Stage.TRAIN
+            and world_size() > 1
+            and not isinstance(dataset, IterableDataset)
+            and loader_kwargs.get("sampler") is None
+            and loader_kwargs.get("batch_sampler") is None
+        ):
+            # Each rank scores a shard of the evaluation set; on_stage_end
+            # gathers the scores. The sampler pads the last shard with
+            # repeated clips, which the gathering (keyed by clip id) drops.
+            loader_kwargs["sampler"] = DistributedSampler(
+                dataset, shuffle=False
+            )
         return super().make_dataloader(
             dataset, stage, ckpt_prefix, **loader_kwargs
         )
@@ -354,6 +538,16 @@ class SEDBrain(sb.Brain):
         torch.Tensor
             The total loss (supervised only outside training).
         """
+        # Whatever --precision runs the networks in, the losses (and the
+        # contrastive heads that feed one) and the scores are fp32.
+        predictions = {
+            key: _to_fp32(value) if key in EVAL_MODELS else value
+            for key, value in predictions.items()
+        }
+        with torch.autocast(device_type=self.device_type, enabled=False):
+            return self._objectives(predictions, batch, stage)
+
+    def _objectives(self, predictions, batch, stage):
         student = predictions["student"]
         is_strong = predictions["is_strong"]
         is_weak = predictions["is_weak"]
@@ -497,6 +691,11 @@ class SEDBrain(sb.Brain):
         should_step : bool
             Whether the optimiser steps after this batch.
         """
+        self.training_state.restore_pending()
+        self._batch_ids = list(getattr(batch, "id", []))
+        if world_size() > 1:
+            self.train_clips.extend(self._batch_ids)
+        self._count_bad_audio(batch)
         counter = getattr(self.hparams, "epoch_counter", None)
         epochs = counter.limit if counter is not None else 0
         total = epochs * (self.steps_per_epoch or 0)
@@ -524,6 +723,7 @@ class SEDBrain(sb.Brain):
             Whether the optimiser stepped.
         """
         if should_step:
+            self._sync_student_buffers()
             self.modules.teacher.update(
                 self.modules.student, self.optimizer_step
             )
@@ -531,6 +731,129 @@ class SEDBrain(sb.Brain):
                 _unwrap(self.modules.contrastive).update_teacher(
                     self.optimizer_step
                 )
+
+    def _sync_student_buffers(self):
+        """Give every rank the main process's student buffers.
+
+        BatchNorm running statistics are updated by each rank's own forward
+        (on CPU, where ``SyncBatchNorm`` is not available, they differ
+        between ranks); DDP would broadcast rank 0's at the next forward. The
+        teacher averages them now, so they are broadcast first: the EMA is
+        then identical on every rank.
+        """
+        if world_size() == 1:
+            return
+        buffers = [
+            b
+            for b in _unwrap(self.modules.student).buffers()
+            if b.is_floating_point()
+        ]
+        if not buffers:
+            return
+        flat = torch.cat([b.detach().reshape(-1) for b in buffers])
+        torch.distributed.broadcast(flat, src=0)
+        offset = 0
+        for b in buffers:
+            b.copy_(flat[offset : offset + b.numel()].view_as(b))
+            offset += b.numel()
+
+    def _count_bad_audio(self, batch):
+        """Count training clips that failed to decode; stop past the limit.
+
+        The training datasets replace such a clip by the next one of its
+        subset and name it in the item's ``bad_audio`` field (see
+        ``speechbrain_sed_condmix.dataio.pipelines.SkipBadAudio``).
+        """
+        failed = [
+            entry for item in getattr(batch, "bad_audio", []) for entry in item
+        ]
+        if not failed:
+            return
+        bad = self.training_state.bad_audio
+        for entry in failed:
+            logger.warning("Skipped a training clip: %s", entry)
+            bad.append(entry)
+        limit = int(getattr(self.hparams, "max_bad_audio", 0))
+        if len(bad) > limit:
+            listing = "\n  ".join(bad)
+            raise RuntimeError(
+                f"{len(bad)} training clips failed to decode, more than "
+                f"max_bad_audio={limit}; fix or remove them (or re-run the "
+                f"data preparation):\n  {listing}"
+            )
+
+    def check_loss_isfinite(self, loss):
+        """SpeechBrain's ``nonfinite_patience`` check, naming the batch.
+
+        Arguments
+        ---------
+        loss : torch.Tensor
+            The (scaled) loss of the current batch.
+        """
+        if not torch.isfinite(loss):
+            logger.warning(
+                "Non-finite loss (%s) at optimiser step %d, batch clips: %s",
+                float(loss.detach()),
+                self.optimizer_step,
+                ", ".join(map(str, getattr(self, "_batch_ids", []))),
+            )
+        super().check_loss_isfinite(loss)
+
+    def _wrap_distributed(self):
+        """Wrap the trained modules in DDP; keep the teacher (and idle
+        modules) out; make every rank's teacher rank 0's.
+
+        As SpeechBrain, but: ``SyncBatchNorm`` only on CUDA (it does not run
+        on CPU); the contrastive heads stay unwrapped when
+        ``contrastive_weight`` is 0 (they get no gradient, which DDP would
+        wait for); the EMA teacher (no trainable parameter) is never wrapped
+        and its weights are broadcast from rank 0 before any checkpoint is
+        recovered, so that the EMA is identical on all ranks even if the
+        initial copies differed.
+        """
+        if not self.distributed_launch:
+            return super()._wrap_distributed()
+        idle = set()
+        if not float(getattr(self.hparams, "contrastive_weight", 0.0)):
+            idle.add("contrastive")
+        for name, module in self.modules.items():
+            if name in idle or name == "teacher":
+                continue
+            if not any(p.requires_grad for p in module.parameters()):
+                continue
+            if self.device_type == "cuda":
+                module = SyncBatchNorm.convert_sync_batchnorm(module)
+                device_ids = [self.device]
+            else:
+                device_ids = None
+            self.modules[name] = DistributedDataParallel(
+                module,
+                device_ids=device_ids,
+                find_unused_parameters=self.find_unused_parameters,
+            )
+        if world_size() > 1:
+            for tensor in self.modules.teacher.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
+
+    def _save_intra_epoch_ckpt(self):
+        """SpeechBrain's intra-epoch checkpoint, logged at INFO level."""
+        super()._save_intra_epoch_ckpt()
+        logger.info(
+            "Saved an intra-epoch checkpoint: epoch %d, batch %d",
+            self.hparams.epoch_counter.current,
+            self.step,
+        )
+
+    def on_fit_start(self):
+        """Set up as SpeechBrain does, then say where a resumed run goes on."""
+        super().on_fit_start()
+        if self.step:
+            logger.info(
+                "Resuming epoch %d after batch %d (optimiser step %d)",
+                self.hparams.epoch_counter.current + 1,
+                self.step,
+                self.optimizer_step,
+            )
 
     # ------------------------------------------------------------------
     # Stages
@@ -546,6 +869,13 @@ class SEDBrain(sb.Brain):
             The epoch.
         """
         self.loss_terms = {}
+        resumed = self.training_state.resumed_terms
+        if stage == sb.Stage.TRAIN and resumed:
+            # An intra-epoch checkpoint: go on summing this epoch's terms.
+            self.loss_terms = dict(resumed)
+        self.training_state.resumed_terms = None
+        self.training_state.loss_terms = self.loss_terms
+        self.train_clips = []
         self.frame_scores = {name: {} for name in EVAL_MODELS}
         self.clip_scores = {name: {} for name in EVAL_MODELS}
         self.clip_targets = {}
@@ -557,6 +887,15 @@ class SEDBrain(sb.Brain):
         every = int(getattr(self.hparams, "valid_every_n_epochs", 1))
         last = epoch == self.hparams.epoch_counter.limit
         if every > 1 and epoch % every and not last:
+            # Still an end-of-epoch checkpoint, so that a resumed run loses
+            # at most the current epoch. It has no selection key, so the
+            # next checkpoint replaces it.
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta={"epoch": epoch},
+                    max_keys=[self.hparams.selection_key],
+                    num_to_keep=1,
+                )
             return
         super()._fit_valid(valid_set, epoch, enable)
 
@@ -629,6 +968,10 @@ class SEDBrain(sb.Brain):
         epoch : int, optional
             The epoch.
         """
+        if stage == sb.Stage.TRAIN:
+            self._check_ddp_training(epoch)
+        else:
+            stage_loss = self._gather_eval_scores(stage_loss)
         stats = {"loss": stage_loss}
         n = max(self.loss_terms.pop("_n", 1), 1)
         stats.update({k: v / n for k, v in self.loss_terms.items()})
@@ -675,6 +1018,93 @@ class SEDBrain(sb.Brain):
         )
         if if_main_process():
             self._write_test_outputs(results, scores, stats)
+        # A collective call (main_process_only): every rank makes it.
+        self.hparams.train_logger.log_stats(
+            stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+            test_stats={
+                f"{name}_{key}": results[name][key]
+                for name in EVAL_MODELS
+                for key in ("psds1", "psds2", "intersection_f1", "collar_f1")
+                if key in results[name]
+            },
+        )
+
+    def _gather_eval_scores(self, stage_loss):
+        """Merge every rank's scores and losses (DDP); return the loss.
+
+        The scores are keyed by clip id, so the clips that the distributed
+        sampler repeats to even out the shards count once. Every rank ends
+        with the whole set, so all compute the same metrics.
+        """
+        if world_size() == 1:
+            return stage_loss
+        parts = gather_objects(
+            {
+                "frame_scores": self.frame_scores,
+                "clip_scores": self.clip_scores,
+                "clip_targets": self.clip_targets,
+                "clip_durations": self.clip_durations,
+                "loss_terms": self.loss_terms,
+                "loss": stage_loss,
+            }
+        )
+        terms = {}
+        for part in parts:
+            for name in EVAL_MODELS:
+                self.frame_scores[name].update(part["frame_scores"][name])
+                self.clip_scores[name].update(part["clip_scores"][name])
+            self.clip_targets.update(part["clip_targets"])
+            self.clip_durations.update(part["clip_durations"])
+            for key, value in part["loss_terms"].items():
+                terms[key] = terms.get(key, 0) + value
+        self.loss_terms.clear()
+        self.loss_terms.update(terms)
+        # The stage loss is a mean over each rank's batches.
+        batches = [part["loss_terms"].get("_n", 0) for part in parts]
+        total = sum(float(p["loss"]) * b for p, b in zip(parts, batches))
+        return total / max(sum(batches), 1)
+
+    def _check_ddp_training(self, epoch):
+        """Under DDP, check and record the epoch's shards and teachers.
+
+        Gathers each rank's training clips and teacher fingerprint; logs an
+        error if two ranks trained on the same clip id or if the teachers
+        differ, and writes both to ``<output_folder>/ddp_train_check.json``
+        (main process).
+        """
+        if world_size() == 1:
+            return
+        teacher = _unwrap(self.modules.teacher)
+        parts = gather_objects(
+            {"clips": self.train_clips, "teacher": state_fingerprint(teacher)}
+        )
+        seen, shared = set(), set()
+        for part in parts:
+            shared |= seen & set(part["clips"])
+            seen |= set(part["clips"])
+        if shared:
+            # An error in the log, not a stop: two subsets may share ids.
+            logger.error(
+                "Epoch %s: ranks trained on clips with the same ids %s",
+                epoch,
+                sorted(shared)[:10],
+            )
+        fingerprints = [part["teacher"] for part in parts]
+        if len(set(fingerprints)) > 1:
+            logger.error("Epoch %s: the ranks' EMA teachers differ", epoch)
+        if if_main_process():
+            out = Path(self.hparams.output_folder) / "ddp_train_check.json"
+            out.write_text(
+                json.dumps(
+                    {
+                        "epoch": epoch,
+                        "world_size": len(parts),
+                        "train_clips": [part["clips"] for part in parts],
+                        "teacher_fingerprint": fingerprints,
+                    },
+                    indent=1,
+                )
+            )
 
     def _write_test_outputs(self, results, scores, stats):
         from speechbrain_sed_condmix.plots import plot_psd_roc
@@ -701,15 +1131,6 @@ class SEDBrain(sb.Brain):
             )
         self._write_postprocessing(out, summary, scores)
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-        self.hparams.train_logger.log_stats(
-            stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
-            test_stats={
-                f"{name}_{key}": summary[name][key]
-                for name in EVAL_MODELS
-                for key in ("psds1", "psds2", "intersection_f1", "collar_f1")
-                if key in summary[name]
-            },
-        )
 
     def _write_postprocessing(self, out, summary, scores):
         """Tune post-processing on validation; compare it; event rolls.
@@ -786,6 +1207,21 @@ class SEDBrain(sb.Brain):
                 title=f"{clip_id} ({TUNED_MODEL}, "
                 f"{postprocessing.method} post-processing)",
             )
+
+
+def _to_fp32(output):
+    """A model output (``SEDOutput`` or tensor) with fp32 tensors."""
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.is_floating_point() else output
+    if hasattr(output, "_replace"):  # NamedTuple such as SEDOutput
+        return output._replace(
+            **{
+                k: v.float()
+                for k, v in output._asdict().items()
+                if isinstance(v, torch.Tensor) and v.is_floating_point()
+            }
+        )
+    return output
 
 
 def format_side_by_side(results):

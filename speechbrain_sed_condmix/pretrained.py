@@ -110,10 +110,19 @@ def load_pretrained(
     if stage1_ckpt:
         folder = find_stage_checkpoint(stage1_ckpt, stage1_key)
         for name, module in (("student", student), ("teacher", teacher)):
-            state = torch.load(
-                folder / f"{name}.ckpt", map_location="cpu", weights_only=True
-            )
-            module.load_state_dict(state, strict=True)
+            path = folder / f"{name}.ckpt"
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                module.load_state_dict(state, strict=True)
+            except RuntimeError as err:
+                details = "\n".join(str(err).splitlines()[:6])
+                raise ValueError(
+                    f"--stage1_ckpt: {path} does not fit this recipe's "
+                    f"{name}: it was trained with another model (a different "
+                    "recipe or other cnn_filters, rnn_hidden, atst_* or "
+                    "n_classes). Pass the output folder of the matching "
+                    f"stage-1 run.\n{details}"
+                ) from None
         logger.info("Initialised student and teacher from %s", folder)
         return f"stage-1 checkpoint {folder}"
     if branch is None:

@@ -113,8 +113,9 @@ def make_sed_dataset(manifest, encoder, train=False, sample_rate=16000):
 
     Returns
     -------
-    DynamicItemDataset
-        Dataset with the keys in ``SED_OUTPUT_KEYS``.
+    DynamicItemDataset or SkipBadAudio
+        Dataset with the keys in ``SED_OUTPUT_KEYS``; a training dataset is
+        wrapped in :class:`SkipBadAudio` (which adds ``bad_audio``).
 
     Example
     -------
@@ -158,4 +159,73 @@ def make_sed_dataset(manifest, encoder, train=False, sample_rate=16000):
 
     dataset.add_dynamic_item(sed_pipeline)
     dataset.set_output_keys(list(SED_OUTPUT_KEYS))
-    return dataset
+    return SkipBadAudio(dataset) if train else dataset
+
+
+class SkipBadAudio(torch.utils.data.Dataset):
+    """A training dataset that steps over clips that fail to load.
+
+    A clip whose audio cannot be read or decoded (a truncated or corrupt
+    file, a file removed after the preparation) is replaced by the next
+    clip of the same subset, so that the batch keeps its composition. Every
+    item carries ``bad_audio``, the list of ``"<path>: <error>"`` it stepped
+    over (usually empty); ``SEDBrain`` counts them, warns, and stops the run
+    with the list once there are more than ``max_bad_audio``. Counting in
+    the Brain rather than here works with loader worker processes.
+
+    Arguments
+    ---------
+    dataset : DynamicItemDataset
+        A dataset of ``make_sed_dataset`` (its items have a ``wav`` path).
+    max_tries : int
+        Consecutive clips tried before giving up on an item.
+
+    Example
+    -------
+    >>> from speechbrain.dataio.dataset import DynamicItemDataset
+    >>> ds = DynamicItemDataset({"a": {"wav": "missing.wav"},
+    ...                          "b": {"wav": "ok.wav"}})
+    >>> @sb.utils.data_pipeline.takes("wav")
+    ... @sb.utils.data_pipeline.provides("sig")
+    ... def read(wav):
+    ...     if wav == "missing.wav":
+    ...         raise RuntimeError("cannot decode")
+    ...     return torch.zeros(2)
+    >>> ds.add_dynamic_item(read)
+    >>> ds.set_output_keys(["id", "sig"])
+    >>> item = SkipBadAudio(ds)[0]
+    >>> item["id"], item["bad_audio"]
+    ('b', ['missing.wav: RuntimeError: cannot decode'])
+    """
+
+    def __init__(self, dataset, max_tries=10):
+        self.dataset = dataset
+        self.max_tries = int(max_tries)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def _source(self, index):
+        data_id = self.dataset.data_ids[index]
+        return self.dataset.data[data_id].get("wav", data_id)
+
+    def __getitem__(self, index):
+        failed = []
+        n = len(self.dataset)
+        for k in range(min(n, self.max_tries)):
+            j = (index + k) % n
+            try:
+                item = dict(self.dataset[j])
+            except Exception as err:  # any decoding error of any backend
+                failed.append(f"{self._source(j)}: {type(err).__name__}: {err}")
+                # The pipeline resets its generators only after a success;
+                # a half-run one would answer the next item with nothing.
+                for dynamic_item in self.dataset.pipeline.dynamic_items:
+                    dynamic_item.reset()
+                continue
+            item["bad_audio"] = failed
+            return item
+        raise RuntimeError(
+            f"{len(failed)} consecutive clips failed to load:\n  "
+            + "\n  ".join(failed)
+        )

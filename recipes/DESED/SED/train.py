@@ -17,6 +17,7 @@ Authors
 import sys
 
 import speechbrain as sb
+import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 from torch.utils.data import ConcatDataset
@@ -121,3 +122,6 @@ if __name__ == "__main__":
         max_key=hparams["selection_key"],
         test_loader_kwargs=eval_kwargs,
     )
+    # Leave the process group before exiting (gloo aborts otherwise).
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,112 @@
+"""DDP: the tiny crnn_mt recipe under ``torchrun`` with 2 CPU processes.
+
+Two processes with the gloo backend train one epoch on tiny mini-DESED
+(generated audio, not DESED). ``batch_sizes`` is per process, so each rank
+takes ``batch_sizes[i]`` clips of subset ``i`` per batch from its own shard.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import recipe_rows
+
+from speechbrain_sed_condmix.brain import state_fingerprint
+from speechbrain_sed_condmix.metrics import compute_sed_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+BATCH_SIZES = [2, 2, 4]  # per rank
+
+
+def latest_checkpoint(save):
+    """The most recent checkpoint directory (SpeechBrain names sort by time)."""
+    return sorted(p for p in save.glob("CKPT+*") if p.is_dir())[-1]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(mini_desed_tiny, tmp_path_factory):
+    row = next(
+        r for r in recipe_rows() if r["Hparam_file"].endswith("/crnn_mt.yaml")
+    )
+    work = tmp_path_factory.mktemp("ddp")
+    out, prep = work / "out", work / "p"
+    flags = (
+        row["test_debug_flags"]
+        .replace("tests/tmp/mini_desed_tiny_prep", str(prep))
+        .replace("tests/tmp/mini_desed_tiny", str(mini_desed_tiny))
+        .replace("--batch_sizes=[4,4,8]", "")
+        .split()
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        row["Script_file"],
+        row["Hparam_file"],
+        *flags,
+        f"--batch_sizes=[{','.join(map(str, BATCH_SIZES))}]",
+        f"--output_folder={out}",
+        "--device=cpu",
+        "--distributed_backend=gloo",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out, prep
+
+
+def test_ranks_train_on_disjoint_shards(ddp_run):
+    out, prep = ddp_run
+    check = json.loads((out / "ddp_train_check.json").read_text())
+    assert check["world_size"] == 2
+    rank0, rank1 = (set(c) for c in check["train_clips"])
+    assert not rank0 & rank1
+    # Per-rank batch counts: each rank holds len(subset) // 2 clips of each
+    # subset, and the subset that runs out first ends the epoch.
+    sizes = [
+        len(json.loads((prep / f"{name}.json").read_text()))
+        for name in ("synth_train", "weak_train", "unlabeled")
+    ]
+    batches = min((n // 2) // b for n, b in zip(sizes, BATCH_SIZES))
+    for clips in check["train_clips"]:
+        assert len(clips) == len(set(clips)) == batches * sum(BATCH_SIZES)
+
+
+def test_teachers_are_identical_and_saved(ddp_run):
+    out, _ = ddp_run
+    check = json.loads((out / "ddp_train_check.json").read_text())
+    first, second = check["teacher_fingerprint"]
+    assert first == second
+    saved = torch.load(
+        latest_checkpoint(out / "save") / "teacher.ckpt",
+        map_location="cpu",
+        weights_only=True,
+    )
+    assert state_fingerprint(saved) == first
+
+
+def test_one_metrics_file_from_the_gathered_scores(ddp_run):
+    out, prep = ddp_run
+    assert sorted(out.rglob("metrics.json")) == [out / "metrics.json"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    gt = (prep / "validation_gt.tsv").read_text().splitlines()[1:]
+    clips = {line.split("\t")[0][: -len(".wav")] for line in gt}
+    for model in ("student", "teacher"):
+        folder = out / "test_scores" / model / "postprocessed"
+        # Each rank scored half of the test set: all clips, once, here.
+        assert {p.stem for p in folder.glob("*.tsv")} == clips
+        again = compute_sed_metrics(
+            folder,
+            prep / "validation_gt.tsv",
+            prep / "validation_durations.tsv",
+        )
+        for key in ("psds1", "psds2", "intersection_f1", "collar_f1"):
+            assert metrics[model][key] == pytest.approx(again[key], abs=1e-6)
