@@ -120,7 +120,9 @@ def add_run_arguments(parser, repeats):
     by :func:`run_children` in its own process).
     """
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument(
+        "--dtype", choices=["fp32", "bf16", "fp16"], default="fp32"
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--threads", type=int, default=None)

@@ -134,7 +134,9 @@ def measure(config, args):
     n_params = sum(p.numel() for p in student.parameters())
     if variant != "none":
         student = optimize_for_inference(student, compile=variant == "compiled")
-    dtype = {"fp32": None, "bf16": torch.bfloat16}[args.dtype]
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[
+        args.dtype
+    ]
     device_type = "cuda" if args.device.startswith("cuda") else "cpu"
 
     def forward(wav):

@@ -17,7 +17,8 @@ preparation):
 The paper's compositions are [12, 12, 24] (CRNN) and [24, 24, 48, 48]
 (ATST-SED stage 2); the CPU defaults are scaled down to [4, 4, 8] and
 [2, 2, 4, 4] (``--batch-sizes`` changes both, e.g. the paper's on a GPU).
-``--dtype bf16`` sets SpeechBrain's ``precision`` run option (autocast).
+``--dtype bf16|fp16`` sets SpeechBrain's ``precision`` run option (autocast;
+fp16 with SpeechBrain's gradient scaler on CUDA).
 ``--layouts nchw channels_last`` times each system with the recipes'
 default layout and with ``channels_last: True`` (NHWC convolution weights).
 After ``--warmup`` steps, ``--repeats`` steps are timed. Each system runs
