@@ -69,6 +69,9 @@ MODEL_FILE = "model.ckpt"
 #: Hyperparameter file of an exported folder.
 HPARAMS_FILE = "hyperparams.yaml"
 
+#: The class list a training run writes into its output folder.
+CLASSES_FILE = "classes.txt"
+
 #: Peak amplitude under which a window counts as digital silence
 #: (-80 dBFS).
 DEFAULT_SILENCE_PEAK = 1e-4
@@ -763,6 +766,15 @@ def export_detector(
     state = _model_state(checkpoint, weights)
 
     encoder_node = _copy_node(tree["encoder"])
+    class_list = experiment / CLASSES_FILE
+    if class_list.is_file():
+        # The run's own record: the YAML may read its classes from a file
+        # in the data folder, which need not exist any more.
+        from speechbrain_sed_condmix.dataio.custom import load_classes
+
+        encoder_node["classes"] = _copy_node(
+            load_classes(classes_file=class_list)
+        )
     encoder = _load_yaml_text(_dump_yaml({"encoder": encoder_node}))["encoder"]
     encoder_node["classes"] = _copy_node(list(encoder.classes))
     if postprocessing is None:
@@ -836,6 +848,12 @@ def export_detector(
             f"{hparams_path}: {err}"
         ) from err
     PostProcessing.from_dict(loaded["postprocessing"])
+    # The checkpoint's record of its classes and front end must match.
+    from speechbrain_sed_condmix.metadata import ModelMetadata
+
+    ModelMetadata(
+        loaded["encoder"].classes, loaded["frontend"], loaded["encoder"]
+    ).check_folder(checkpoint)
 
     out = Path(out_folder)
     out.mkdir(parents=True, exist_ok=True)

@@ -339,7 +339,7 @@ def resample_all(clips, cache, sample_rate, num_workers, progress):
     jobs = []
     for name, subset_clips in clips.items():
         for clip in subset_clips:
-            target = cache / name / clip.filename
+            target = cache / name / cache_name(clip.filename)
             if not target.is_file():
                 jobs.append((str(clip.source), str(target), sample_rate))
     if not jobs:
@@ -397,6 +397,17 @@ def _resample_one(job):
             os.remove(tmp)
 
 
+def cache_name(filename):
+    """Name of a clip's file in the cache: always a ``.wav``.
+
+    Example
+    -------
+    >>> cache_name("a.flac"), cache_name("b.wav")
+    ('a.wav', 'b.wav')
+    """
+    return Path(filename).with_suffix(".wav").name
+
+
 def manifest_entries(clips, subset, kind):
     """Manifest entries of one subset's clips, keyed by file stem.
 
@@ -422,7 +433,7 @@ def manifest_entries(clips, subset, kind):
     """
     return {
         Path(clip.filename).stem: {
-            "wav": f"{CACHE_PLACEHOLDER}/{subset}/{clip.filename}",
+            "wav": f"{CACHE_PLACEHOLDER}/{subset}/{cache_name(clip.filename)}",
             "duration": round(clip.duration, 6),
             "kind": kind,
             "events": [list(event) for event in clip.events],
