@@ -776,6 +776,13 @@ def export_detector(
             load_classes(classes_file=class_list)
         )
     encoder = _load_yaml_text(_dump_yaml({"encoder": encoder_node}))["encoder"]
+    # The checkpoint's record of its classes and front end must match.
+    from speechbrain_sed_condmix.metadata import ModelMetadata
+
+    frontend = _load_yaml_text(
+        _dump_yaml({"frontend": _copy_node(tree["frontend"])})
+    )["frontend"]
+    ModelMetadata(encoder.classes, frontend, encoder).check_folder(checkpoint)
     encoder_node["classes"] = _copy_node(list(encoder.classes))
     if postprocessing is None:
         tuned = experiment / "postprocessing.json"
@@ -848,12 +855,6 @@ def export_detector(
             f"{hparams_path}: {err}"
         ) from err
     PostProcessing.from_dict(loaded["postprocessing"])
-    # The checkpoint's record of its classes and front end must match.
-    from speechbrain_sed_condmix.metadata import ModelMetadata
-
-    ModelMetadata(
-        loaded["encoder"].classes, loaded["frontend"], loaded["encoder"]
-    ).check_folder(checkpoint)
 
     out = Path(out_folder)
     out.mkdir(parents=True, exist_ok=True)

@@ -211,7 +211,12 @@ def prepare_sed_dataset(
         "valid_strong": valid_strong,
         "test_strong": test_strong,
     }
-    given = {k: _subset_spec(k, v) for k, v in given.items() if v}
+    # None, or a dict of Nones (a YAML placeholder), means "not given".
+    given = {
+        k: _subset_spec(k, v)
+        for k, v in given.items()
+        if v and not (isinstance(v, dict) and set(v.values()) == {None})
+    }
     if "train_strong" not in given and "train_weak" not in given:
         raise ValueError(
             "prepare_sed_dataset needs a strong (train_strong) or weak "
