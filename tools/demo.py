@@ -83,7 +83,8 @@ def oracle_metrics(prep):
     from speechbrain_sed_condmix.postprocessing import ground_truth_scores
 
     scores = ground_truth_scores(
-        load_manifest(prep / "validation.json"), FrameLabelEncoder(DESED_CLASSES)
+        load_manifest(prep / "validation.json"),
+        FrameLabelEncoder(DESED_CLASSES),
     )
     return compute_sed_metrics(
         scores, prep / "validation_gt.tsv", prep / "validation_durations.tsv"

@@ -8,6 +8,7 @@ the checkpoint) stop mismatched loads.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,11 +34,16 @@ from speechbrain_sed_condmix.metadata import (
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = sorted(CUSTOM_EXAMPLE_CLASSES)
-CUSTOM_ROW = next(r for r in recipe_rows() if r["Dataset"] == "custom")
+CUSTOM_ROWS = {
+    Path(r["Hparam_file"]).stem: r
+    for r in recipe_rows()
+    if r["Dataset"] == "custom"
+}
+CUSTOM_ROW = CUSTOM_ROWS["custom_crnn"]
 
 
-def row_flags(data, extra=""):
-    flags = CUSTOM_ROW["test_debug_flags"]
+def row_flags(data, extra="", row=CUSTOM_ROW):
+    flags = row["test_debug_flags"]
     return flags.replace("tests/tmp/custom_example_tiny", str(data)) + extra
 
 
@@ -62,6 +68,13 @@ def strong(data, subset):
     }
 
 
+def assert_row_files(row, out):
+    """The files the row's test_debug_checks list exist."""
+    names = re.search(r"file_exists=\[(.*?)\]", row["test_debug_checks"])
+    for name in names[1].split(","):
+        assert (out / name).is_file(), name
+
+
 def checkpoint_of(out):
     return next((out / "save").glob("CKPT+*"))
 
@@ -72,6 +85,7 @@ def checkpoint_of(out):
 
 def test_custom_example_trains_and_reports_its_classes(custom_run):
     out = custom_run
+    assert_row_files(CUSTOM_ROW, out)
     metrics = json.loads((out / "metrics.json").read_text())
     for model in ("student", "teacher"):
         assert sorted(metrics[model]["per_class"]) == CLASSES
@@ -326,18 +340,21 @@ def test_optional_subsets_give_matching_manifests(
     assert again == out
 
 
-def test_weak_and_unlabeled_recipe_run(custom_data, tmp_path):
-    """Weak + unlabeled training (no strong training clips) runs."""
+def test_weak_and_unlabeled_atst_recipe_run(custom_data, tmp_path):
+    """Weak + unlabeled training (no strong clips), ATST-SED on 5 s clips."""
+    row = CUSTOM_ROWS["custom_atst_sed"]
     weak = weak_tsv(custom_data, tmp_path / "weak.tsv")
     audio = custom_data / "train" / "audio"
     flags = row_flags(
         custom_data,
-        " --train_strong=null"
+        row=row,
+        extra=" --train_strong=null"
         f" '--train_weak={{tsv: {weak}, audio: {audio}}}'"
         " --train_subsets=[train_weak,unlabeled] --selection_key=student_obj"
         " --csebbs_tuning=False --n_event_rolls=0",
     )
-    out, _ = run_recipe(CUSTOM_ROW, custom_data, tmp_path, flags)
+    out, _ = run_recipe(row, custom_data, tmp_path, flags)
+    assert_row_files(row, out)
     metrics = json.loads((out / "metrics.json").read_text())
     assert sorted(metrics["teacher"]["per_class"]) == CLASSES
     log = (out / "train_log.txt").read_text()
