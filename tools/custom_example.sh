@@ -6,7 +6,8 @@
 #
 #   bash tools/custom_example.sh [OUTPUT_FOLDER]     (default results/custom_example)
 #
-# Steps: generate the data, train custom_crnn.yaml (small CRNN, few epochs),
+# Steps: generate the data, train custom_crnn.yaml (a narrower CRNN, 390
+# steps, settings as in the mini-DESED demo, to fit a couple of minutes),
 # print the test metrics per class, export the model, run sed-detect.
 # Uses .venv/bin/python if present (tools/install.sh makes it), else python;
 # set PYTHON to choose another interpreter.
@@ -27,8 +28,9 @@ generate_custom_example(sys.argv[1], scale='small', seed=0)" "$OUT/data"
 echo "== 2/4 train recipes/DESED/SED/hparams/custom_crnn.yaml"
 "$PYTHON" recipes/DESED/SED/train.py recipes/DESED/SED/hparams/custom_crnn.yaml \
     --data_folder="$OUT/data" --output_folder="$OUT/crnn" \
-    --number_of_epochs=8 --rampup_epochs=2 --batch_sizes=[12,12] \
-    --cnn_filters=[16,32,32,64,64,64,64] --rnn_hidden=64 \
+    --number_of_epochs=15 --valid_every_n_epochs=5 --rampup_epochs=3 \
+    --batch_sizes=[6,6] --cnn_filters=[8,16,32,32,32,32,32] --rnn_hidden=64 \
+    --dropout=0.0 --lr=0.003 --ema_decay=0.99 \
     --num_workers=0 --n_event_rolls=2 --device=cpu --noprogressbar
 
 echo "== 3/4 test metrics per class (teacher, median filter)"
