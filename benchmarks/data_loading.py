@@ -71,6 +71,7 @@ def main(argv=None):
 
     from speechbrain_sed_condmix.dataio.desed import prepare_desed
     from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
+    from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
     from speechbrain_sed_condmix.dataio.pipelines import make_sed_dataset
     from speechbrain_sed_condmix.dataio.synth import generate_mini_desed
 
@@ -86,7 +87,7 @@ def main(argv=None):
         # prepare_desed with one worker resamples in this process and
         # leaves torch at one thread (desed._resample_one): restore it.
         torch.set_num_threads(threads)
-        encoder = FrameLabelEncoder()
+        encoder = FrameLabelEncoder(DESED_CLASSES)
         dataset = ConcatDataset(
             [
                 make_sed_dataset(manifests[name], encoder, train=True)

@@ -19,8 +19,9 @@ The paper's compositions are [12, 12, 24] (CRNN) and [24, 24, 48, 48]
 [2, 2, 4, 4] (``--batch-sizes`` changes both, e.g. the paper's on a GPU).
 ``--dtype bf16|fp16`` sets SpeechBrain's ``precision`` run option (autocast;
 fp16 with SpeechBrain's gradient scaler on CUDA).
-``--layouts nchw channels_last`` times each system with the recipes'
-default layout and with ``channels_last: True`` (NHWC convolution weights).
+``--layouts nchw channels_last`` times each system with
+``channels_last: False`` and ``True`` (NHWC convolution weights, the
+recipes' default); the default ``--layouts`` is ``channels_last``.
 After ``--warmup`` steps, ``--repeats`` steps are timed. Each system runs
 in its own process, so that the CPU peak RSS (``ru_maxrss``) is its own.
 
@@ -111,8 +112,7 @@ def measure(config, args):
     recipe, overrides = SYSTEMS[name]
     family = "atst" if recipe.startswith("atst") else "crnn"
     sizes = args.atst_batch_sizes if family == "atst" else args.crnn_batch
-    if layout == "channels_last":
-        overrides = {**overrides, "channels_last": True}
+    overrides = {**overrides, "channels_last": layout == "channels_last"}
     hparams = load_recipe(recipe, overrides)
     subsets = hparams["train_subsets"]
     if len(sizes) != len(subsets):
@@ -195,7 +195,7 @@ def main(argv=None):
         "--layouts",
         nargs="+",
         choices=["nchw", "channels_last"],
-        default=["nchw"],
+        default=["channels_last"],
         help="memory layouts of the convolution weights to time",
     )
     add_run_arguments(parser, repeats=2)

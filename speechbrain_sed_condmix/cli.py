@@ -179,8 +179,9 @@ def export_main(argv=None):
     parser.add_argument(
         "--window-hop",
         type=float,
-        default=5.0,
-        help="seconds between the 10 s windows of long files (default 5)",
+        default=None,
+        help="seconds between the windows of long files (default: half "
+        "the model's clip length, 5 s for 10 s clips)",
     )
     parser.add_argument(
         "--force", action="store_true", help="replace existing files"
@@ -337,7 +338,7 @@ def detect_main(argv=None):
     parser.add_argument(
         "--window-hop",
         type=float,
-        help="seconds between the 10 s windows of long files",
+        help="seconds between the windows of long files",
     )
     parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda:0")
     parser.add_argument(

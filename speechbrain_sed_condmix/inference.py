@@ -13,23 +13,24 @@
        events = detector.detect_file("kitchen.flac")
 
 Any file soundfile reads is accepted, at any sample rate (resampled to the
-model's 16 kHz) and channel count (downmixed by averaging). The model sees
-10 s windows, as in training (ATST-Frame cannot take more than 250 tokens,
-i.e. 10 s, at once):
+model's rate, 16 kHz in the recipes) and channel count (downmixed by
+averaging). The model sees windows of its training clip length (the
+encoder's ``audio_duration``: 10 s for DESED, 5 s in ``custom_crnn.yaml``;
+ATST-Frame cannot take more than 250 tokens, i.e. 10 s, at once):
 
-* a shorter file is zero-padded to 10 s, as the training clips were, and
-  its scores are cut at its real length;
-* a longer file is cut into 10 s windows every ``window_hop`` seconds (5 s
-  by default), the last one ending at the end of the file. The frame scores
-  are stitched by **centre cropping**: each stretch of the file takes the
-  scores of the window whose centre is nearest, so every score comes from
-  the middle part of a window, where the bidirectional GRU has context on
-  both sides and the window edges (zero context, STFT padding) are avoided.
-  Averaging the overlaps instead would mix edge scores into every frame.
-  The handover points sit on the frame grid of the earlier window; the
-  first frame taken from the next window is shortened to start there, so
-  frames keep their exact times and a file made of two 10 s clips gets each
-  clip's own scores away from the seam.
+* a shorter file is zero-padded to the clip length, as the training clips
+  were, and its scores are cut at its real length;
+* a longer file is cut into windows every ``window_hop`` seconds (half the
+  clip length by default), the last one ending at the end of the file. The
+  frame scores are stitched by **centre cropping**: each stretch of the file
+  takes the scores of the window whose centre is nearest, so every score
+  comes from the middle part of a window, where the bidirectional GRU has
+  context on both sides and the window edges (zero context, STFT padding)
+  are avoided. Averaging the overlaps instead would mix edge scores into
+  every frame. The handover points sit on the frame grid of the earlier
+  window; the first frame taken from the next window is shortened to start
+  there, so frames keep their exact times and a file made of two 10 s clips
+  gets each clip's own scores away from the seam.
 
 A window whose peak amplitude stays below ``silence_peak`` (digital
 silence) is not run through the network: its scores are 0. The CNN front
@@ -69,6 +70,9 @@ MODEL_FILE = "model.ckpt"
 
 #: Hyperparameter file of an exported folder.
 HPARAMS_FILE = "hyperparams.yaml"
+
+#: The class list a training run writes into its output folder.
+CLASSES_FILE = "classes.txt"
 
 #: Peak amplitude under which a window counts as digital silence
 #: (-80 dBFS).
@@ -291,8 +295,8 @@ class SoundEventDetector(Pretrained):
         ``sebbs`` package is missing, the median filter path is used with a
         warning.
     window_hop : float, optional
-        Seconds between the 10 s windows of long files (default: the
-        exported ``window_hop``, 5 s).
+        Seconds between the windows of long files (default: the
+        exported ``window_hop``, half the clip length).
     batch_size : int, optional
         Windows per forward pass (default: the exported ``batch_size``).
     optimize : bool
@@ -408,7 +412,7 @@ class SoundEventDetector(Pretrained):
         return load_audio(path, self.sample_rate)
 
     def forward(self, wavs):
-        """Frame probabilities of a batch of 10 s windows.
+        """Frame probabilities of a batch of clip-length windows.
 
         Arguments
         ---------
@@ -708,7 +712,7 @@ def export_detector(
     checkpoint=None,
     weights="teacher",
     postprocessing=None,
-    window_hop=5.0,
+    window_hop=None,
     batch_size=8,
     silence_peak=DEFAULT_SILENCE_PEAK,
     overwrite=False,
@@ -746,8 +750,9 @@ def export_detector(
         ``"teacher"`` (the EMA teacher, default) or ``"student"``.
     postprocessing : PostProcessing or dict, optional
         Post-processing to store instead of the experiment's.
-    window_hop : float
-        Seconds between the 10 s windows of long files.
+    window_hop : float, optional
+        Seconds between the windows of long files (default: half the
+        model's clip length, 5 s for 10 s clips).
     batch_size : int
         Windows per forward pass at inference.
     silence_peak : float
@@ -790,7 +795,23 @@ def export_detector(
     state = _model_state(checkpoint, weights)
 
     encoder_node = _copy_node(tree["encoder"])
+    class_list = experiment / CLASSES_FILE
+    if class_list.is_file():
+        # The run's own record: the YAML may read its classes from a file
+        # in the data folder, which need not exist any more.
+        from speechbrain_sed_condmix.dataio.custom import load_classes
+
+        encoder_node["classes"] = _copy_node(
+            load_classes(classes_file=class_list)
+        )
     encoder = _load_yaml_text(_dump_yaml({"encoder": encoder_node}))["encoder"]
+    # The checkpoint's record of its classes and front end must match.
+    from speechbrain_sed_condmix.metadata import ModelMetadata
+
+    frontend = _load_yaml_text(
+        _dump_yaml({"frontend": _copy_node(tree["frontend"])})
+    )["frontend"]
+    ModelMetadata(encoder.classes, frontend, encoder).check_folder(checkpoint)
     encoder_node["classes"] = _copy_node(list(encoder.classes))
     if postprocessing is None:
         tuned = experiment / "postprocessing.json"
@@ -811,6 +832,8 @@ def export_detector(
             f"the model's {list(encoder.classes)}"
         )
     window = encoder.audio_duration
+    if window_hop is None:
+        window_hop = window / 2
     if not 0 < float(window_hop) <= window:
         raise ValueError(f"window_hop must be in (0, {window}] s")
 
@@ -846,7 +869,7 @@ def export_detector(
         "#   SoundEventDetector.from_hparams(source=<this folder>, "
         "savedir=...)\n"
         "# or run: sed-detect FILES --model <this folder>\n"
-        "# window_hop: seconds between the 10 s windows of long files;\n"
+        "# window_hop: seconds between the windows of long files;\n"
         "# silence_peak: peak amplitude under which a window is silence;\n"
         "# postprocessing: median filter (frames) and thresholds, or cSEBB\n"
         "# (needs the optional sebbs package); null merge thresholds are off.\n"

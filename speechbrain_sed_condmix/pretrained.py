@@ -73,6 +73,7 @@ def load_pretrained(
     stage1_ckpt=None,
     atst_random_init=False,
     stage1_key=None,
+    metadata=None,
 ):
     """Load pretrained weights into the student and its EMA teacher.
 
@@ -99,6 +100,9 @@ def load_pretrained(
         Allow a randomly initialised ATST (never for real results).
     stage1_key : str, optional
         Meta key that picks among several stage-1 checkpoints.
+    metadata : ModelMetadata, optional
+        The classes and front end of the YAML: a stage-1 checkpoint that
+        records others is refused with a message naming both.
 
     Returns
     -------
@@ -109,6 +113,8 @@ def load_pretrained(
     branch = getattr(student, "atst_frame", None)
     if stage1_ckpt:
         folder = find_stage_checkpoint(stage1_ckpt, stage1_key)
+        if metadata is not None:
+            metadata.check_folder(folder)
         for name, module in (("student", student), ("teacher", teacher)):
             path = folder / f"{name}.ckpt"
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -78,11 +78,13 @@ def oracle_metrics(prep):
     """Metrics of the ground truth itself, as frame scores (the ceiling)."""
     from speechbrain_sed_condmix.dataio.desed import load_manifest
     from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
+    from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
     from speechbrain_sed_condmix.metrics import compute_sed_metrics
     from speechbrain_sed_condmix.postprocessing import ground_truth_scores
 
     scores = ground_truth_scores(
-        load_manifest(prep / "validation.json"), FrameLabelEncoder()
+        load_manifest(prep / "validation.json"),
+        FrameLabelEncoder(DESED_CLASSES),
     )
     return compute_sed_metrics(
         scores, prep / "validation_gt.tsv", prep / "validation_durations.tsv"

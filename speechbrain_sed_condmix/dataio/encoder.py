@@ -14,8 +14,6 @@ import math
 import numpy as np
 import torch
 
-from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
-
 
 class FrameLabelEncoder:
     """Encode events into frame targets and decode frame scores into events.
@@ -23,7 +21,8 @@ class FrameLabelEncoder:
     Arguments
     ---------
     classes : sequence of str
-        Event classes, in output order.
+        Event classes, in output order (the YAML's ``classes``): the
+        number of model outputs, targets and metrics follows from it.
     audio_duration : float
         Length in seconds of the (padded or cropped) clips the model sees.
     sample_rate : int
@@ -35,19 +34,21 @@ class FrameLabelEncoder:
 
     Example
     -------
-    >>> enc = FrameLabelEncoder()
+    >>> enc = FrameLabelEncoder(["bark", "chime", "tap"])
     >>> enc.n_frames, round(enc.frame_duration, 3)
     (156, 0.064)
-    >>> y = enc.encode_strong([(0.1, 0.5, "Dog")])
+    >>> y = enc.encode_strong([(0.1, 0.5, "bark")])
     >>> y.shape
-    torch.Size([10, 156])
+    torch.Size([3, 156])
     >>> enc.decode_strong(y)
-    [(0.064, 0.512, 'Dog')]
+    [(0.064, 0.512, 'bark')]
+    >>> FrameLabelEncoder(["bark"], audio_duration=5.0).n_frames
+    78
     """
 
     def __init__(
         self,
-        classes=DESED_CLASSES,
+        classes,
         audio_duration=10.0,
         sample_rate=16000,
         hop_length=256,
@@ -89,7 +90,7 @@ class FrameLabelEncoder:
 
         Example
         -------
-        >>> FrameLabelEncoder().time_to_frame(0.128)
+        >>> FrameLabelEncoder(["a"]).time_to_frame(0.128)
         2.0
         """
         frame = seconds / self.frame_duration
@@ -112,7 +113,7 @@ class FrameLabelEncoder:
 
         Example
         -------
-        >>> FrameLabelEncoder().frame_to_time(156)
+        >>> FrameLabelEncoder(["a"]).frame_to_time(156)
         9.984
         """
         times = np.clip(
@@ -141,7 +142,7 @@ class FrameLabelEncoder:
 
         Example
         -------
-        >>> ts = FrameLabelEncoder().timestamps()
+        >>> ts = FrameLabelEncoder(["a"]).timestamps()
         >>> len(ts), float(ts[-1])
         (157, 9.984)
         """

@@ -125,7 +125,9 @@ def make_sed_dataset(manifest, encoder, train=False, sample_rate=16000):
     >>> root = getfixture("tmp_path")
     >>> data = generate_mini_desed(root / "data", scale="tiny")
     >>> paths = prepare_desed(data, root / "prep", progress=False)
-    >>> ds = make_sed_dataset(paths["synth_val"], FrameLabelEncoder())
+    >>> from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
+    >>> encoder = FrameLabelEncoder(DESED_CLASSES)
+    >>> ds = make_sed_dataset(paths["synth_val"], encoder)
     >>> item = ds[0]
     >>> item["sig"].shape, item["strong_labels"].shape
     (torch.Size([160000]), torch.Size([10, 156]))

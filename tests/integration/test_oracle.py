@@ -11,13 +11,14 @@ import numpy as np
 
 from speechbrain_sed_condmix.dataio.desed import load_manifest
 from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
+from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
 from speechbrain_sed_condmix.metrics import compute_sed_metrics
 from speechbrain_sed_condmix.postprocessing import ground_truth_scores
 
 
 def test_oracle_scores_nearly_perfect(prepared_tiny):
     save, outputs = prepared_tiny
-    encoder = FrameLabelEncoder()
+    encoder = FrameLabelEncoder(DESED_CLASSES)
     for name in ("validation", "synth_val"):
         manifest = load_manifest(outputs[name])
         metrics = compute_sed_metrics(
@@ -35,7 +36,7 @@ def test_oracle_scores_nearly_perfect(prepared_tiny):
 def test_shuffled_oracle_scores_badly(prepared_tiny):
     # the same check on scores given to the wrong clips must fail
     save, outputs = prepared_tiny
-    encoder = FrameLabelEncoder()
+    encoder = FrameLabelEncoder(DESED_CLASSES)
     manifest = load_manifest(outputs["validation"])
     scores = ground_truth_scores(manifest, encoder)
     ids = sorted(scores)

@@ -9,6 +9,7 @@ from speechbrain.dataio.batch import PaddedBatch
 
 from speechbrain_sed_condmix.brain import SEDBrain
 from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
+from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
 from speechbrain_sed_condmix.lobes.crnn import CRNN
 from speechbrain_sed_condmix.lobes.features import CNNMelFrontEnd
 from speechbrain_sed_condmix.teacher import EMATeacher
@@ -27,7 +28,7 @@ def make_brain(
         **(extra_modules or {}),
     }
     hparams = {
-        "encoder": FrameLabelEncoder(),
+        "encoder": FrameLabelEncoder(DESED_CLASSES),
         "mixup": None,
         "lr": 0.001,
         "const_max": const_max,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from speechbrain_sed_condmix.dataio import desed
+from speechbrain_sed_condmix.dataio import desed, prep
 from speechbrain_sed_condmix.dataio.desed import (
     DesedDataError,
     load_manifest,
@@ -277,7 +277,7 @@ def test_interrupted_run_leaves_no_trusted_partial(
             raise KeyboardInterrupt
         return real_write(path, audio, sr, **kwargs)
 
-    monkeypatch.setattr(desed.sf, "write", flaky_write)
+    monkeypatch.setattr(prep.sf, "write", flaky_write)
     with pytest.raises(KeyboardInterrupt):
         prepare_desed(
             data, tmp_path / "prep", subsets=["synth_val"], progress=False
@@ -285,7 +285,7 @@ def test_interrupted_run_leaves_no_trusted_partial(
     cache = tmp_path / "prep" / "audio_16k" / "synth_val"
     assert len(list(cache.glob("*.wav"))) == 2
     assert not list(cache.glob(".part-*"))
-    monkeypatch.setattr(desed.sf, "write", real_write)
+    monkeypatch.setattr(prep.sf, "write", real_write)
     outputs = prepare_desed(
         data, tmp_path / "prep", subsets=["synth_val"], progress=False
     )

@@ -27,7 +27,7 @@ def test_class_list_spelling_and_order():
 
 
 def test_default_grid_matches_reference():
-    enc = FrameLabelEncoder()
+    enc = FrameLabelEncoder(DESED_CLASSES)
     # 10 s * 16000 / 256 = 625 feature frames, pooled by 4 -> 156.
     assert enc.n_frames == 156
     assert enc.frame_duration == pytest.approx(0.064)
@@ -38,13 +38,13 @@ def test_default_grid_matches_reference():
 
 def test_other_front_end_grid():
     # e.g. an ATST-like grid: hop 160 at 16 kHz, no pooling -> 1000 frames.
-    enc = FrameLabelEncoder(hop_length=160, pooling=1)
+    enc = FrameLabelEncoder(DESED_CLASSES, hop_length=160, pooling=1)
     assert enc.n_frames == 1000
     assert enc.frame_duration == pytest.approx(0.01)
 
 
 def test_encode_strong_floor_onset_ceil_offset():
-    enc = FrameLabelEncoder()
+    enc = FrameLabelEncoder(DESED_CLASSES)
     y = enc.encode_strong([(0.1, 0.5, "Dog"), (9.5, 12.0, "Cat")])
     dog = enc.class_to_index["Dog"]
     cat = enc.class_to_index["Cat"]
@@ -58,7 +58,7 @@ def test_encode_strong_floor_onset_ceil_offset():
 
 
 def test_encode_strong_respects_clip_duration_and_empty_labels():
-    enc = FrameLabelEncoder()
+    enc = FrameLabelEncoder(DESED_CLASSES)
     y = enc.encode_strong(
         [(8.0, 10.0, "Speech"), (0, 0, ""), (1, 2, None)], duration=9.0
     )
@@ -69,7 +69,7 @@ def test_encode_strong_respects_clip_duration_and_empty_labels():
 
 
 def test_encode_weak_and_unknown_label():
-    enc = FrameLabelEncoder()
+    enc = FrameLabelEncoder(DESED_CLASSES)
     y = enc.encode_weak("Dog,Alarm_bell_ringing")
     assert y.tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 0, 0]
     assert enc.encode_weak(["Speech"]).sum() == 1
@@ -80,7 +80,7 @@ def test_encode_weak_and_unknown_label():
 
 
 def test_round_trip_exact_to_one_frame():
-    enc = FrameLabelEncoder()
+    enc = FrameLabelEncoder(DESED_CLASSES)
     rng = np.random.default_rng(0)
     for _ in range(200):
         label = DESED_CLASSES[rng.integers(10)]
@@ -98,7 +98,7 @@ def test_round_trip_exact_to_one_frame():
 
 
 def test_round_trip_on_grid_is_identity():
-    enc = FrameLabelEncoder()
+    enc = FrameLabelEncoder(DESED_CLASSES)
     events = [(0.128, 1.024, "Blender"), (2.048, 3.2, "Speech")]
     assert enc.decode_strong(enc.encode_strong(events)) == events
 
@@ -116,7 +116,7 @@ def test_decode_threshold_is_strict_and_shape_checked():
 
 
 def test_time_frame_conversion():
-    enc = FrameLabelEncoder()
+    enc = FrameLabelEncoder(DESED_CLASSES)
     assert enc.time_to_frame(-1) == 0.0
     assert enc.time_to_frame(20) == 156.0
     assert enc.frame_to_time(3) == pytest.approx(0.192)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train and evaluate a semi-supervised SED system on DESED.
+"""Train and evaluate a semi-supervised SED system on DESED or your data.
 
     python train.py hparams/crnn_mt.yaml --data_folder=/path/to/DESED
     python train.py hparams/atst_sed_stage1.yaml --data_folder=... \
@@ -8,13 +8,17 @@
         --stage1_ckpt=results/atst_sed_stage1/42
 
 The same command runs on generated mini-DESED (``sed-mini-desed``), which
-shares DESED's layout. Multi-GPU: ``torchrun --nproc_per_node=N train.py ...``.
+shares DESED's layout. Your own data (the generic TSV format, any classes):
+``python train.py hparams/custom_crnn.yaml --data_folder=...``, whose
+``prepare`` key names ``prepare_sed_dataset``. Multi-GPU:
+``torchrun --nproc_per_node=N train.py ...``.
 
 Authors
  * speechbrain-sed-condmix contributors 2026
 """
 
 import sys
+from pathlib import Path
 
 import speechbrain as sb
 import torch
@@ -26,6 +30,12 @@ from speechbrain_sed_condmix.brain import SEDBrain
 from speechbrain_sed_condmix.dataio.desed import prepare_desed
 from speechbrain_sed_condmix.dataio.pipelines import make_sed_dataset
 from speechbrain_sed_condmix.dataio.sampler import MultiSourceBatchSampler
+from speechbrain_sed_condmix.metadata import (
+    ModelMetadata,
+    check_model_fits,
+    write_class_list,
+)
+from speechbrain_sed_condmix.postprocessing import PostProcessing
 from speechbrain_sed_condmix.pretrained import load_pretrained
 
 
@@ -40,11 +50,36 @@ def layout_subsets(hparams):
     return sorted(subsets)
 
 
+def prepare_data(hparams):
+    """Prepare the data once (main process); return the manifest paths.
+
+    A YAML with a ``prepare`` function (e.g. ``prepare_sed_dataset`` for
+    the generic format) uses it; otherwise the data is DESED-shaped.
+    """
+    if "prepare" in hparams:
+        prepare, kwargs = hparams["prepare"], {}
+    else:
+        prepare = prepare_desed
+        kwargs = {
+            "data_folder": hparams["data_folder"],
+            "save_folder": hparams["prep_folder"],
+            "subsets": layout_subsets(hparams),
+            "classes": hparams["encoder"].classes,
+            "sample_rate": hparams["sample_rate"],
+            "skip_bad": hparams["skip_bad"],
+            "num_workers": hparams["prep_workers"],
+        }
+    run_on_main(prepare, kwargs=kwargs)
+    # Every rank reads the outputs; the main process prepared them above, so
+    # this call finds its marker and returns at once.
+    return prepare(**kwargs, progress=False)
+
+
 def dataio_prep(hparams, manifests):
     """Build the train set with its batch sampler, and valid/test sets."""
-    encoder = hparams["encoder"]
+    encoder, rate = hparams["encoder"], hparams["sample_rate"]
     train_parts = [
-        make_sed_dataset(manifests[name], encoder, train=True)
+        make_sed_dataset(manifests[name], encoder, train=True, sample_rate=rate)
         for name in hparams["train_subsets"]
     ]
     sampler = MultiSourceBatchSampler(
@@ -52,11 +87,13 @@ def dataio_prep(hparams, manifests):
     )
     valid = ConcatDataset(
         [
-            make_sed_dataset(manifests[n], encoder)
+            make_sed_dataset(manifests[n], encoder, sample_rate=rate)
             for n in hparams["valid_subsets"]
         ]
     )
-    test = make_sed_dataset(manifests[hparams["test_subset"]], encoder)
+    test = make_sed_dataset(
+        manifests[hparams["test_subset"]], encoder, sample_rate=rate
+    )
     return ConcatDataset(train_parts), sampler, valid, test
 
 
@@ -70,6 +107,29 @@ if __name__ == "__main__":
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    # The class list, and a record of the classes and the front end saved
+    # with every checkpoint: loading one trained otherwise stops (resume,
+    # stage-1 checkpoints, sed-export).
+    run_on_main(
+        write_class_list,
+        args=[
+            hparams["encoder"].classes,
+            Path(hparams["output_folder"]) / "classes.txt",
+        ],
+    )
+    metadata = ModelMetadata.from_hparams(hparams)
+    hparams["checkpointer"].add_recoverable(
+        "model_meta", metadata, optional_load=True
+    )
+    # A clip length the model cannot take (ATST-Frame: 10 s at most) or a
+    # class/frame count that differs from the labels stops here.
+    check_model_fits(
+        hparams["frontend"], hparams["student"], hparams["encoder"]
+    )
+    # A class-wise median filter list must have one length per class.
+    PostProcessing(
+        hparams["encoder"].classes, median_filter=hparams["median_filter"]
+    )
     # ATST-SED: the ATST-Frame checkpoint (stage 1) or the stage-1 result
     # (stage 2), before the data preparation so that a missing file stops
     # the run at once; CRNN recipes have neither and load nothing.
@@ -80,20 +140,9 @@ if __name__ == "__main__":
         stage1_ckpt=hparams.get("stage1_ckpt"),
         atst_random_init=hparams.get("atst_random_init", False),
         stage1_key=hparams.get("stage1_selection_key"),
+        metadata=metadata,
     )
-    prep_kwargs = {
-        "data_folder": hparams["data_folder"],
-        "save_folder": hparams["prep_folder"],
-        "subsets": layout_subsets(hparams),
-        "classes": hparams["encoder"].classes,
-        "sample_rate": hparams["sample_rate"],
-        "skip_bad": hparams["skip_bad"],
-        "num_workers": hparams["prep_workers"],
-    }
-    run_on_main(prepare_desed, kwargs=prep_kwargs)
-    # Every rank reads the outputs; the main process prepared them above, so
-    # this call finds its marker and returns at once.
-    manifests = prepare_desed(**prep_kwargs, progress=False)
+    manifests = prepare_data(hparams)
     train_set, sampler, valid_set, test_set = dataio_prep(hparams, manifests)
 
     brain = SEDBrain(
