@@ -11,6 +11,7 @@ from test_brain import make_batch, make_brain
 
 from speechbrain_sed_condmix.dataio.desed import load_manifest
 from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
+from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
 from speechbrain_sed_condmix.dataio.pipelines import (
     SkipBadAudio,
     make_sed_dataset,
@@ -62,7 +63,9 @@ def test_undecodable_training_clip_is_replaced_and_named(
     manifest = tmp_path / "train.json"
     manifest.write_text(json.dumps(entries))
 
-    dataset = make_sed_dataset(manifest, FrameLabelEncoder(), train=True)
+    dataset = make_sed_dataset(
+        manifest, FrameLabelEncoder(DESED_CLASSES), train=True
+    )
     assert isinstance(dataset, SkipBadAudio)
     item = dataset[0]
     # The next clip of the subset takes its place, with the same keys.
@@ -73,7 +76,8 @@ def test_undecodable_training_clip_is_replaced_and_named(
     assert dataset[1]["id"] == second and dataset[1]["bad_audio"] == []
     # Evaluation sets are not wrapped: a bad file there is an error.
     assert not isinstance(
-        make_sed_dataset(manifest, FrameLabelEncoder()), SkipBadAudio
+        make_sed_dataset(manifest, FrameLabelEncoder(DESED_CLASSES)),
+        SkipBadAudio,
     )
 
 
