@@ -27,14 +27,14 @@ run() {  # $1: output name; the rest: the command
 for dtype in fp32 bf16; do
     run "inference_rtf_$dtype" "$PY" benchmarks/inference_rtf.py \
         --device cuda --dtype "$dtype" --batch-sizes 1 32 --warmup 3 \
-        --repeats 20 --optimize none fused
+        --repeats 10 --optimize none fused
     run "train_step_$dtype" "$PY" benchmarks/train_step.py --device cuda \
-        --dtype "$dtype" --crnn-batch-sizes 12 12 24 \
-        --atst-batch-sizes 24 24 48 48 --layouts nchw channels_last \
-        --warmup 3 --repeats 10
+        --dtype "$dtype" --systems crnn_mt crnn_condmix atst_sed_base \
+        --crnn-batch-sizes 12 12 24 --atst-batch-sizes 24 24 48 48 \
+        --layouts nchw channels_last --warmup 3 --repeats 5
 done
 run train_step_fp16 "$PY" benchmarks/train_step.py --device cuda \
     --dtype fp16 --systems crnn_mt atst_sed_base --crnn-batch-sizes 12 12 24 \
-    --atst-batch-sizes 24 24 48 48 --warmup 3 --repeats 10
+    --atst-batch-sizes 24 24 48 48 --warmup 3 --repeats 5
 echo "gpu.sh: done in $((SECONDS - start)) s; JSON in $OUT" >&2
 exit "$failed"
