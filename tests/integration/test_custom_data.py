@@ -362,6 +362,40 @@ def test_weak_and_unlabeled_atst_recipe_run(custom_data, tmp_path):
     assert "valid student_weak_f1" not in log  # no weak validation clips
 
 
+@pytest.fixture(scope="module")
+def custom_stage1(custom_data, tmp_path_factory):
+    """The custom_atst_sed (stage 1) row, one tiny epoch: its output."""
+    row = CUSTOM_ROWS["custom_atst_sed"]
+    work = tmp_path_factory.mktemp("custom_stage1")
+    flags = row_flags(custom_data, row=row)
+    out, _ = run_recipe(row, custom_data, work, flags)
+    return out
+
+
+@pytest.mark.parametrize(
+    "name", ["custom_atst_sed_stage2", "custom_atst_sedv2"]
+)
+def test_custom_stage2_recipes_start_from_stage1(
+    name, custom_stage1, custom_data, tmp_path
+):
+    row = CUSTOM_ROWS[name]
+    flags = row_flags(custom_data, row=row).replace(
+        "tests/tmp/custom_atst_stage1_out", str(custom_stage1)
+    )
+    flags += " --csebbs_tuning=False --n_event_rolls=0"
+    out, _ = run_recipe(row, custom_data, tmp_path, flags)
+    assert_row_files(row, out)
+    assert (out / "classes.txt").read_text().split() == list(
+        CUSTOM_EXAMPLE_CLASSES
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted(metrics["teacher"]["per_class"]) == CLASSES
+    log = (out / "log.txt").read_text()
+    assert f"Initialised student and teacher from {custom_stage1}" in log
+    if name == "custom_atst_sedv2":
+        assert "contrastive" in (out / "train_log.txt").read_text()
+
+
 def test_one_class_dataset_metrics(custom_data, tmp_path):
     """A single class: oracle scores give PSDS 1, the report keeps it."""
     from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
