@@ -48,14 +48,18 @@ def masked_bce(predictions, targets, mask):
     >>> loss = masked_bce(p, y, torch.tensor([True, False]))
     >>> round(loss.item(), 4) == round(-torch.log(torch.tensor(0.9)).item(), 4)
     True
+    >>> masked_bce(torch.tensor([[float("nan")]]), y[:1], torch.tensor([True]))
+    tensor(nan)
     """
     mask = mask.bool()
     if not bool(mask.any()):
         return predictions.sum() * 0.0
-    return F.binary_cross_entropy(
-        predictions[mask].float().clamp(1e-7, 1 - 1e-7),
-        targets[mask].float(),
-    )
+    p = predictions[mask].float().clamp(1e-7, 1 - 1e-7)
+    t = targets[mask].float()
+    # The formula rather than F.binary_cross_entropy, which raises on a NaN
+    # probability: here a NaN makes the loss NaN, so that SEDBrain's
+    # non-finite-loss handling (nonfinite_patience) deals with it.
+    return -(t * torch.log(p) + (1 - t) * torch.log1p(-p)).mean()
 
 
 def consistency_mse(student, teacher, mask=None):

@@ -168,12 +168,13 @@ class SkipBadAudio(torch.utils.data.Dataset):
     """A training dataset that steps over clips that fail to load.
 
     A clip whose audio cannot be read or decoded (a truncated or corrupt
-    file, a file removed after the preparation) is replaced by the next
-    clip of the same subset, so that the batch keeps its composition. Every
-    item carries ``bad_audio``, the list of ``"<path>: <error>"`` it stepped
-    over (usually empty); ``SEDBrain`` counts them, warns, and stops the run
-    with the list once there are more than ``max_bad_audio``. Counting in
-    the Brain rather than here works with loader worker processes.
+    file, a file removed after the preparation), or holds NaN or infinite
+    samples, is replaced by the next clip of the same subset, so that the
+    batch keeps its composition. Every item carries ``bad_audio``, the list
+    of ``"<path>: <error>"`` it stepped over (usually empty); ``SEDBrain``
+    counts them, warns, and stops the run with the list once there are more
+    than ``max_bad_audio``. Counting in the Brain rather than here works
+    with loader worker processes.
 
     Arguments
     ---------
@@ -224,6 +225,12 @@ class SkipBadAudio(torch.utils.data.Dataset):
                 # a half-run one would answer the next item with nothing.
                 for dynamic_item in self.dataset.pipeline.dynamic_items:
                     dynamic_item.reset()
+                continue
+            sig = item.get("sig")
+            if torch.is_tensor(sig) and not bool(torch.isfinite(sig).all()):
+                # NaN or Inf samples (float WAV files can hold them) would
+                # poison the batch norms' running statistics: skip the clip.
+                failed.append(f"{self._source(j)}: non-finite samples")
                 continue
             item["bad_audio"] = failed
             return item

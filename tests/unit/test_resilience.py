@@ -81,6 +81,44 @@ def test_undecodable_training_clip_is_replaced_and_named(
     )
 
 
+def test_training_clip_with_nan_samples_is_replaced(prepared_tiny, tmp_path):
+    import soundfile as sf
+
+    _, manifests = prepared_tiny
+    entries = dict(list(load_manifest(manifests["synth_train"]).items())[:2])
+    first, second = list(entries)
+    data, rate = sf.read(entries[first]["wav"], dtype="float32")
+    data[1000] = float("nan")  # float WAV files can hold NaN
+    bad = tmp_path / "nan.wav"
+    sf.write(bad, data, rate, subtype="FLOAT")
+    entries[first] = dict(entries[first], wav=str(bad))
+    manifest = tmp_path / "train.json"
+    manifest.write_text(json.dumps(entries))
+    dataset = make_sed_dataset(
+        manifest, FrameLabelEncoder(DESED_CLASSES), train=True
+    )
+    item = dataset[0]
+    assert item["id"] == second
+    assert item["bad_audio"] == [f"{bad}: non-finite samples"]
+    assert bool(torch.isfinite(item["sig"]).all())
+
+
+def test_nan_predictions_take_the_nonfinite_path(tmp_path, caplog):
+    """A NaN probability gives a NaN loss (BCE would raise), which the
+    non-finite-loss handling logs and skips."""
+    brain = training_brain(tmp_path)
+    brain.skip_nonfinite_grads = True
+    brain.nonfinite_patience = 3
+    student = brain.modules.student
+    with torch.no_grad():
+        student.dense.bias.fill_(float("nan"))
+    items = items_of(["strong", "weak", "unlabeled"])
+    with caplog.at_level(logging.WARNING):
+        loss = brain.fit_batch(PaddedBatch(items))
+    assert not bool(torch.isfinite(torch.as_tensor(loss)))
+    assert "Non-finite loss" in caplog.text and "c0, c1, c2" in caplog.text
+
+
 def test_bad_audio_counted_then_run_stops_with_the_list(tmp_path, caplog):
     brain = training_brain(tmp_path, max_bad_audio=1)
     items = items_of(["strong", "weak", "unlabeled"])
