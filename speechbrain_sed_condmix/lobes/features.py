@@ -27,7 +27,10 @@ from torchaudio.transforms import MelSpectrogram
 
 
 def _fp32_mel(melspec, wav):
-    """``melspec(wav)`` on [batch, samples] (or [samples]) in fp32."""
+    """``melspec(wav)`` on [batch, samples] (or [samples]) in fp32.
+
+    ``melspec`` is any callable from a waveform batch to a mel spectrogram.
+    """
     if wav.dim() == 1:
         wav = wav.unsqueeze(0)
     # The STFT and the dB conversion lose too much precision in half
@@ -158,25 +161,25 @@ class CNNMelFrontEnd(nn.Module):
         >>> CNNMelFrontEnd().mel(torch.zeros(1, 2560)).shape
         torch.Size([1, 128, 11])
         """
-        if wav.dim() == 1:
-            wav = wav.unsqueeze(0)
-        spec = self.melspec.spectrogram
+        return _fp32_mel(self._magnitude_mel, wav)
+
+    def _magnitude_mel(self, wav):
         # torchaudio's Spectrogram(power=1) step by step, with the faster
-        # magnitude (see complex_magnitude); fp32 as in _fp32_mel.
-        with torch.autocast(device_type=wav.device.type, enabled=False):
-            stft = torch.stft(
-                wav.float(),
-                n_fft=spec.n_fft,
-                hop_length=spec.hop_length,
-                win_length=spec.win_length,
-                window=spec.window,
-                center=spec.center,
-                pad_mode=spec.pad_mode,
-                normalized=False,
-                onesided=True,
-                return_complex=True,
-            )
-            return self.melspec.mel_scale(complex_magnitude(stft))
+        # magnitude (see complex_magnitude), then its mel filterbank.
+        spec = self.melspec.spectrogram
+        stft = torch.stft(
+            wav,
+            n_fft=spec.n_fft,
+            hop_length=spec.hop_length,
+            win_length=spec.win_length,
+            window=spec.window,
+            center=spec.center,
+            pad_mode=spec.pad_mode,
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
+        return self.melspec.mel_scale(complex_magnitude(stft))
 
     def normalize(self, mel):
         """Log compression, clamp and per-clip min-max scaling to [-1, 1].

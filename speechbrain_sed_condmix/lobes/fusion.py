@@ -34,6 +34,20 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from speechbrain_sed_condmix.lobes.crnn import GLU, ContextGating
 
 
+def _adjacent_pairs(module):
+    """``(sequential, name, next_name)`` for each pair of neighbouring
+    children of every ``nn.Sequential`` in ``module``.
+
+    The names are listed before the pairs are yielded, so a caller may
+    replace the children it is given.
+    """
+    for seq in list(module.modules()):
+        if isinstance(seq, nn.Sequential):
+            names = list(seq._modules)
+            for name, next_name in zip(names, names[1:]):
+                yield seq, name, next_name
+
+
 class InplaceGate(nn.Module):
     """Inference form of :class:`GLU` and :class:`ContextGating`.
 
@@ -97,17 +111,13 @@ def use_inplace_gates(module):
     """
     producers = (nn.Conv2d, nn.BatchNorm2d, nn.Identity)
     swapped = 0
-    for seq in module.modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        names = list(seq._modules)
-        for prev, name in zip(names, names[1:]):
-            gate = seq._modules[name]
-            if isinstance(gate, (GLU, ContextGating)) and isinstance(
-                seq._modules[prev], producers
-            ):
-                setattr(seq, name, InplaceGate(gate))
-                swapped += 1
+    for seq, prev, name in _adjacent_pairs(module):
+        gate = seq._modules[name]
+        if isinstance(gate, (GLU, ContextGating)) and isinstance(
+            seq._modules[prev], producers
+        ):
+            setattr(seq, name, InplaceGate(gate))
+            swapped += 1
     return swapped
 
 
@@ -144,27 +154,21 @@ def fold_batchnorm(module):
     True
     """
     folded = 0
-    for seq in module.modules():
-        if not isinstance(seq, nn.Sequential):
+    for seq, name, next_name in _adjacent_pairs(module):
+        conv, bn = seq._modules[name], seq._modules[next_name]
+        if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
             continue
-        names = list(seq._modules)
-        for name, next_name in zip(names, names[1:]):
-            conv, bn = seq._modules[name], seq._modules[next_name]
-            if not (
-                isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-            ):
-                continue
-            if conv.training or bn.training:
-                raise ValueError(
-                    "fold_batchnorm needs the model in eval mode: training "
-                    "mode batch norm uses batch statistics, which cannot be "
-                    "folded"
-                )
-            if not bn.track_running_stats:
-                continue
-            setattr(seq, name, fuse_conv_bn_eval(conv, bn))
-            setattr(seq, next_name, nn.Identity())
-            folded += 1
+        if conv.training or bn.training:
+            raise ValueError(
+                "fold_batchnorm needs the model in eval mode: training "
+                "mode batch norm uses batch statistics, which cannot be "
+                "folded"
+            )
+        if not bn.track_running_stats:
+            continue
+        setattr(seq, name, fuse_conv_bn_eval(conv, bn))
+        setattr(seq, next_name, nn.Identity())
+        folded += 1
     return folded
 
 
