@@ -54,6 +54,7 @@ import soundfile as sf
 import torch
 from speechbrain.inference.interfaces import Pretrained
 
+from speechbrain_sed_condmix.dataio.prep import mono_at_rate
 from speechbrain_sed_condmix.lobes.fusion import optimize_for_inference
 from speechbrain_sed_condmix.postprocessing import (
     EVENT_COLUMNS,
@@ -135,12 +136,7 @@ def load_audio(path, sample_rate=16000):
         raise AudioLoadError(f"{path}: the file holds no audio samples")
     if not np.isfinite(data).all():
         raise AudioLoadError(f"{path}: the audio holds NaN or inf samples")
-    wav = torch.from_numpy(data.mean(axis=1))
-    if rate != sample_rate:
-        import torchaudio.functional
-
-        wav = torchaudio.functional.resample(wav, int(rate), int(sample_rate))
-    return wav.contiguous()
+    return mono_at_rate(data, rate, sample_rate).contiguous()
 
 
 def window_starts(n_samples, window, hop):

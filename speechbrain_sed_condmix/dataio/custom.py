@@ -49,6 +49,7 @@ from speechbrain_sed_condmix.dataio.prep import (
     check_strong,
     check_unlabeled,
     check_weak,
+    digest_path,
     manifest_entries,
     merge_clip_events,
     read_marker,
@@ -451,14 +452,5 @@ def _fingerprint(given):
     digest = hashlib.sha256()
     for name, spec in sorted(given.items()):
         for key, value in sorted(spec.items()):
-            path = Path(value)
-            if path.is_file():
-                stat = path.stat()
-                digest.update(
-                    f"{name}:{key}:{stat.st_size}:{stat.st_mtime_ns}".encode()
-                )
-            elif path.is_dir():
-                names = sorted(entry.name for entry in os.scandir(path))
-                digest.update(f"{name}:{key}:{len(names)}".encode())
-                digest.update("\n".join(names).encode())
+            digest_path(digest, f"{name}:{key}", value)
     return digest.hexdigest()

@@ -15,7 +15,6 @@ Authors
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +33,7 @@ from speechbrain_sed_condmix.dataio.prep import (
     check_strong,
     check_unlabeled,
     check_weak,
+    digest_path,
     load_manifest,
     manifest_entries,
     merge_clip_events,
@@ -264,22 +264,11 @@ def _fingerprint(data_folder, subsets):
     digest = hashlib.sha256()
     for name in subsets:
         layout = subset_layout(name)
-        for rel in (layout.metadata,):
-            if rel is None:
-                continue
-            path = data_folder / rel
-            if path.is_file():
-                stat = path.stat()
-                digest.update(
-                    f"{rel}:{stat.st_size}:{stat.st_mtime_ns}".encode()
-                )
+        if layout.metadata is not None:
+            metadata = data_folder / layout.metadata
+            if metadata.is_file():
+                digest_path(digest, layout.metadata, metadata)
         audio_dir = data_folder / layout.audio
         if audio_dir.is_dir():
-            names = sorted(
-                entry.name
-                for entry in os.scandir(audio_dir)
-                if entry.name.endswith(".wav")
-            )
-            digest.update(f"{layout.audio}:{len(names)}".encode())
-            digest.update("\n".join(names).encode())
+            digest_path(digest, layout.audio, audio_dir, suffix=".wav")
     return digest.hexdigest()

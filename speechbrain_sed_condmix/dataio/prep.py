@@ -372,15 +372,9 @@ def _one_thread_per_worker():
 
 
 def _resample_one(job):
-    # torch is imported here so that checks and no-op reruns stay fast.
-    import torch
-    import torchaudio
-
     source, target, sample_rate = job
     audio, sr = sf.read(source, dtype="float32", always_2d=True)
-    wav = torch.from_numpy(audio.mean(axis=1))
-    if sr != sample_rate:
-        wav = torchaudio.functional.resample(wav, sr, sample_rate)
+    wav = mono_at_rate(audio, sr, sample_rate)
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write under a temporary name, then rename: a killed run leaves no
@@ -395,6 +389,90 @@ def _resample_one(job):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def mono_at_rate(data, rate, sample_rate):
+    """Average the channels of ``data`` and resample it to ``sample_rate``.
+
+    The one downmix and resampling of the project: the preparation cache
+    and ``inference.load_audio`` both use it.
+
+    Arguments
+    ---------
+    data : numpy.ndarray
+        float32 ``[samples, channels]``, as ``soundfile.read(...,
+        always_2d=True)`` returns it.
+    rate : int
+        Sample rate of ``data``.
+    sample_rate : int
+        Output sample rate (``torchaudio.functional.resample``, windowed
+        sinc, when it differs).
+
+    Returns
+    -------
+    torch.Tensor
+        float32 ``[samples]``.
+
+    Example
+    -------
+    >>> stereo = np.ones((8000, 2), dtype=np.float32)
+    >>> stereo[:, 1] = 0.0
+    >>> wav = mono_at_rate(stereo, 8000, 16000)
+    >>> wav.shape, round(float(wav[8000]), 3)
+    (torch.Size([16000]), 0.5)
+    """
+    # torch is imported here so that checks and no-op reruns stay fast.
+    import torch
+    import torchaudio.functional
+
+    wav = torch.from_numpy(data.mean(axis=1))
+    if rate != sample_rate:
+        wav = torchaudio.functional.resample(wav, int(rate), int(sample_rate))
+    return wav
+
+
+def digest_path(digest, label, path, suffix=None):
+    """Add a cheap summary of ``path`` to a ``hashlib`` digest.
+
+    A file adds ``label``, its size and its modification time; a folder
+    adds ``label``, the number and the names of its entries (those ending
+    in ``suffix`` when given); a missing path adds nothing. The
+    preparations use it to tell whether their input changed.
+
+    Arguments
+    ---------
+    digest : hashlib hash object
+        Updated in place.
+    label : str
+        Names the path in the digest.
+    path : str or Path
+        A file or a folder.
+    suffix : str, optional
+        Only count folder entries with this ending.
+
+    Example
+    -------
+    >>> import hashlib
+    >>> root = getfixture("tmp_path")
+    >>> _ = (root / "a.wav").write_bytes(b"")
+    >>> one, two = hashlib.sha256(), hashlib.sha256()
+    >>> digest_path(one, "audio", root)
+    >>> digest_path(two, "audio", root, suffix=".flac")
+    >>> one.hexdigest() == two.hexdigest()
+    False
+    """
+    path = Path(path)
+    if path.is_file():
+        stat = path.stat()
+        digest.update(f"{label}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    elif path.is_dir():
+        names = sorted(
+            entry.name
+            for entry in os.scandir(path)
+            if suffix is None or entry.name.endswith(suffix)
+        )
+        digest.update(f"{label}:{len(names)}".encode())
+        digest.update("\n".join(names).encode())
 
 
 def cache_name(filename):
