@@ -292,7 +292,7 @@ class TrainingState:
 
     def restore_pending(self):
         """Apply the generator states of an intra-epoch checkpoint, once."""
-        if getattr(self, "pending", None) is not None:
+        if self.pending is not None:
             self._set_generators(self.pending)
             self.pending = None
 
