@@ -149,13 +149,11 @@ def main(argv=None):
 
     import torch  # noqa: F401  (environment reports its version)
 
+    from speechbrain_sed_condmix.csebbs import sebbs_available
     from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
     from speechbrain_sed_condmix.metrics import compute_sed_metrics
-    from speechbrain_sed_condmix.postprocessing import (
-        frame_scores_to_dataframe,
-        median_filter,
-        sebbs_available,
-    )
+    from speechbrain_sed_condmix.postprocessing import median_filter
+    from speechbrain_sed_condmix.scores import frame_scores_to_dataframe
 
     classes = list(DESED_CLASSES)
     lengths = args.median_filter
@@ -207,7 +205,7 @@ def main(argv=None):
             if not sebbs_available():
                 figures["csebbs"] = "skipped: sebbs is not installed"
             else:
-                from speechbrain_sed_condmix.postprocessing import tune_csebbs
+                from speechbrain_sed_condmix.tuning import tune_csebbs
 
                 _, sec = timed(tune_csebbs, frames, gt, dur)
                 figures["csebbs_tuning_s"] = sec

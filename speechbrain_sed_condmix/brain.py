@@ -71,19 +71,20 @@ from speechbrain_sed_condmix.metrics import (
     compute_sed_metrics,
 )
 from speechbrain_sed_condmix.optim import sed_param_groups
-from speechbrain_sed_condmix.postprocessing import (
-    PostProcessing,
-    evaluate_postprocessing,
-    frame_scores_to_dataframe,
-    median_filter,
-    tune_postprocessing,
-    write_scores,
-)
+from speechbrain_sed_condmix.postprocessing import PostProcessing, median_filter
 from speechbrain_sed_condmix.schedulers import (
     exponential_rampup,
     warmup_cosine_factor,
 )
+from speechbrain_sed_condmix.scores import (
+    frame_scores_to_dataframe,
+    write_scores,
+)
 from speechbrain_sed_condmix.teacher import _unwrap
+from speechbrain_sed_condmix.tuning import (
+    evaluate_postprocessing,
+    tune_postprocessing,
+)
 
 logger = logging.getLogger(__name__)
 

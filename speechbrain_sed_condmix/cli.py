@@ -443,7 +443,7 @@ def detect_main(argv=None):
 
 def _write_clip_scores(scores, folder, name):
     """Write one clip's scores as ``<folder>/<name without ext>.tsv``."""
-    from speechbrain_sed_condmix.postprocessing import write_scores
+    from speechbrain_sed_condmix.scores import write_scores
 
     clip = Path(_clip_id(name))
     write_scores({clip.name: scores}, Path(folder) / clip.parent)

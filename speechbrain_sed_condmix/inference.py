@@ -54,14 +54,11 @@ import soundfile as sf
 import torch
 from speechbrain.inference.interfaces import Pretrained
 
+from speechbrain_sed_condmix.csebbs import sebbs_available
 from speechbrain_sed_condmix.dataio.prep import mono_at_rate
 from speechbrain_sed_condmix.lobes.fusion import optimize_for_inference
-from speechbrain_sed_condmix.postprocessing import (
-    EVENT_COLUMNS,
-    TIME_DECIMALS,
-    PostProcessing,
-    sebbs_available,
-)
+from speechbrain_sed_condmix.postprocessing import PostProcessing
+from speechbrain_sed_condmix.scores import EVENT_COLUMNS, TIME_DECIMALS
 
 logger = logging.getLogger(__name__)
 
@@ -373,9 +370,7 @@ class SoundEventDetector(Pretrained):
                 method = "median"
         self.postprocessing = PostProcessing.from_dict(params, method=method)
         if self.postprocessing.method == "csebbs" and not sebbs_available():
-            from speechbrain_sed_condmix.postprocessing import (
-                SEBBS_INSTALL_HINT,
-            )
+            from speechbrain_sed_condmix.csebbs import SEBBS_INSTALL_HINT
 
             raise ImportError(SEBBS_INSTALL_HINT)
         if self.postprocessing.classes != self.classes:

@@ -15,7 +15,6 @@ Authors
  * speechbrain-sed-condmix contributors 2026
 """
 
-import contextlib
 import logging
 import math
 from collections import defaultdict
@@ -28,7 +27,7 @@ import pandas as pd
 from sed_scores_eval import collar_based, intersection_based
 from sed_scores_eval.base_modules.scores import validate_score_dataframe
 
-from speechbrain_sed_condmix.postprocessing import read_scores
+from speechbrain_sed_condmix.scores import read_scores, writeable_pandas
 
 logger = logging.getLogger(__name__)
 
@@ -274,22 +273,6 @@ def _normalise_scores(scores):
     return normalised, event_classes
 
 
-@contextlib.contextmanager
-def writeable_pandas():
-    """Disable pandas copy-on-write while sed_scores_eval runs.
-
-    Under copy-on-write ``DataFrame.to_numpy()`` returns read-only views,
-    which sed_scores_eval 0.0.4's Cython code rejects ("buffer source array
-    is read-only"). pandas < 3 lets us switch it off; pandas 3 is
-    unsupported by sed_scores_eval 0.0.4 anyway.
-    """
-    if int(pd.__version__.split(".")[0]) < 3:
-        with pd.option_context("mode.copy_on_write", False):
-            yield
-    else:
-        yield
-
-
 def _check_threshold(threshold, event_classes):
     """Validate a float or ``{class: float}`` threshold."""
     if isinstance(threshold, Mapping):
@@ -332,7 +315,7 @@ def prepare_eval_inputs(scores, ground_truth, durations):
 
     Example
     -------
-    >>> from speechbrain_sed_condmix.postprocessing import (
+    >>> from speechbrain_sed_condmix.scores import (
     ...     frame_scores_to_dataframe,
     ... )
     >>> s = {"a": frame_scores_to_dataframe(np.zeros((3, 1)), ["Dog"]),
@@ -465,7 +448,7 @@ def compute_sed_metrics(
 
     Example
     -------
-    >>> from speechbrain_sed_condmix.postprocessing import (
+    >>> from speechbrain_sed_condmix.scores import (
     ...     frame_scores_to_dataframe,
     ... )
     >>> frames = np.zeros((156, 1))

@@ -129,9 +129,7 @@ def plot_event_roll(
     Example
     -------
     >>> import tempfile
-    >>> from speechbrain_sed_condmix.postprocessing import (
-    ...     frame_scores_to_dataframe,
-    ... )
+    >>> from speechbrain_sed_condmix.scores import frame_scores_to_dataframe
     >>> frames = np.zeros((156, 2))
     >>> frames[20:60, 0] = 0.9
     >>> df = frame_scores_to_dataframe(frames, ["Dog", "Cat"])

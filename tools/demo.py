@@ -80,7 +80,7 @@ def oracle_metrics(prep):
     from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
     from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
     from speechbrain_sed_condmix.metrics import compute_sed_metrics
-    from speechbrain_sed_condmix.postprocessing import ground_truth_scores
+    from speechbrain_sed_condmix.scores import ground_truth_scores
 
     scores = ground_truth_scores(
         load_manifest(prep / "validation.json"),

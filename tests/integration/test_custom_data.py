@@ -401,10 +401,8 @@ def test_one_class_dataset_metrics(custom_data, tmp_path):
     from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
     from speechbrain_sed_condmix.dataio.prep import load_manifest
     from speechbrain_sed_condmix.metrics import compute_sed_metrics
-    from speechbrain_sed_condmix.postprocessing import (
-        PostProcessing,
-        ground_truth_scores,
-    )
+    from speechbrain_sed_condmix.postprocessing import PostProcessing
+    from speechbrain_sed_condmix.scores import ground_truth_scores
 
     rows = pd.read_csv(custom_data / "test" / "strong.tsv", sep="\t")
     only = rows[rows["event_label"].isin(["chime"]) | rows["onset"].isna()]

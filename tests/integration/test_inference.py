@@ -19,12 +19,10 @@ import torch
 import torchaudio.functional
 
 from speechbrain_sed_condmix.cli import detect_main, export_main
+from speechbrain_sed_condmix.csebbs import sebbs_available
 from speechbrain_sed_condmix.inference import SoundEventDetector
-from speechbrain_sed_condmix.postprocessing import (
-    PostProcessing,
-    read_scores,
-    sebbs_available,
-)
+from speechbrain_sed_condmix.postprocessing import PostProcessing
+from speechbrain_sed_condmix.scores import read_scores
 
 REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG"

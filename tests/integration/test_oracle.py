@@ -13,7 +13,7 @@ from speechbrain_sed_condmix.dataio.desed import load_manifest
 from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
 from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
 from speechbrain_sed_condmix.metrics import compute_sed_metrics
-from speechbrain_sed_condmix.postprocessing import ground_truth_scores
+from speechbrain_sed_condmix.scores import ground_truth_scores
 
 
 def test_oracle_scores_nearly_perfect(prepared_tiny):

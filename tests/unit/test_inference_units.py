@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from speechbrain_sed_condmix.csebbs import sebbs_available
 from speechbrain_sed_condmix.inference import (
     AudioLoadError,
     SoundEventDetector,
@@ -19,10 +20,7 @@ from speechbrain_sed_condmix.inference import (
     stitch_window_scores,
     window_starts,
 )
-from speechbrain_sed_condmix.postprocessing import (
-    PostProcessing,
-    sebbs_available,
-)
+from speechbrain_sed_condmix.postprocessing import PostProcessing
 
 # ----------------------------------------------------------------------
 # Windows and stitching

@@ -18,7 +18,7 @@ from speechbrain_sed_condmix.metrics import (
     compute_sed_metrics,
 )
 from speechbrain_sed_condmix.plots import plot_psd_roc
-from speechbrain_sed_condmix.postprocessing import (
+from speechbrain_sed_condmix.scores import (
     frame_scores_to_dataframe,
     write_scores,
 )

@@ -6,10 +6,12 @@ import pytest
 import scipy.ndimage
 
 from speechbrain_sed_condmix.postprocessing import (
-    frame_scores_to_dataframe,
     median_filter,
-    read_scores,
     scores_to_events,
+)
+from speechbrain_sed_condmix.scores import (
+    frame_scores_to_dataframe,
+    read_scores,
     write_scores,
 )
 

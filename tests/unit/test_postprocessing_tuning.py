@@ -5,15 +5,17 @@ import sys
 import numpy as np
 import pytest
 
+from speechbrain_sed_condmix.csebbs import (
+    SEBBS_INSTALL_HINT,
+    csebbs_scores,
+    sebbs_available,
+)
 from speechbrain_sed_condmix.metrics import compute_sed_metrics
 from speechbrain_sed_condmix.plots import plot_event_roll
-from speechbrain_sed_condmix.postprocessing import (
-    SEBBS_INSTALL_HINT,
-    PostProcessing,
-    csebbs_scores,
+from speechbrain_sed_condmix.postprocessing import PostProcessing
+from speechbrain_sed_condmix.scores import frame_scores_to_dataframe
+from speechbrain_sed_condmix.tuning import (
     evaluate_postprocessing,
-    frame_scores_to_dataframe,
-    sebbs_available,
     tune_csebbs,
     tune_postprocessing,
     tune_thresholds,
