@@ -10,7 +10,11 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 CACHE_ROOT=${SED_VENV_CACHE-${XDG_CACHE_HOME:-$HOME/.cache}/speechbrain-sed-condmix}
-KEY=$( (cat requirements.txt; "$PYTHON" --version) | sha256sum | cut -c1-16)
+# Test and lint tools, next to the pinned requirements. They are part of the
+# cache key, so that changing them builds a new environment.
+DEV_PINS=("pytest>=8" "ruff>=0.12" "import-linter==2.17")
+KEY=$( (cat requirements.txt; echo "${DEV_PINS[@]}"; "$PYTHON" --version) \
+    | sha256sum | cut -c1-16)
 
 quiet() { grep -v "^WARNING: Location" || true; }
 
@@ -18,8 +22,8 @@ build_env() {  # $1: where the environment goes
     rm -rf "$1"
     "$PYTHON" -m venv "$1"
     # pip warns about each missing local index folder; those lines are noise.
-    "$1/bin/python" -m pip install -q -r requirements.txt "pytest>=8" \
-        "ruff>=0.12" 2>&1 | quiet
+    "$1/bin/python" -m pip install -q -r requirements.txt "${DEV_PINS[@]}" \
+        2>&1 | quiet
     touch "$1/.complete"   # written last: a half-built env is never reused
 }
 
