@@ -80,7 +80,7 @@ from speechbrain_sed_condmix.scores import (
     frame_scores_to_dataframe,
     write_scores,
 )
-from speechbrain_sed_condmix.teacher import _unwrap
+from speechbrain_sed_condmix.teacher import unwrap_module as _unwrap
 from speechbrain_sed_condmix.tuning import (
     evaluate_postprocessing,
     tune_postprocessing,

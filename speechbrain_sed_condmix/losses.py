@@ -62,35 +62,6 @@ def masked_bce(predictions, targets, mask):
     return -(t * torch.log(p) + (1 - t) * torch.log1p(-p)).mean()
 
 
-def consistency_mse(student, teacher, mask=None):
-    """Mean squared error between student and (detached) teacher outputs.
-
-    Arguments
-    ---------
-    student : torch.Tensor
-        Student probabilities, batch first.
-    teacher : torch.Tensor
-        Teacher probabilities, same shape; no gradient flows into it.
-    mask : torch.Tensor, optional
-        Boolean ``[B]`` rows to use (default: the whole batch, as in the
-        reference baseline).
-
-    Returns
-    -------
-    torch.Tensor
-        Scalar loss.
-
-    Example
-    -------
-    >>> import torch
-    >>> consistency_mse(torch.tensor([[0.5, 1.0]]), torch.tensor([[0.0, 1.0]]))
-    tensor(0.1250)
-    """
-    # Every row has as many elements, so the mean of the row means over
-    # the selected rows is the mean over all their elements.
-    return masked_mean(rowwise_mse(student, teacher), mask)
-
-
 def rowwise_mse(student, teacher):
     """Mean squared error of each row against the (detached) teacher.
 

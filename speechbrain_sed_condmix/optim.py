@@ -11,7 +11,7 @@ Authors
  * speechbrain-sed-condmix contributors 2026
 """
 
-from speechbrain_sed_condmix.teacher import _unwrap
+from speechbrain_sed_condmix.teacher import unwrap_module
 
 ATST_PREFIX = "atst_frame.atst."
 
@@ -61,7 +61,7 @@ def sed_param_groups(
     >>> [(g["name"], g["lr"]) for g in groups]
     [('cnn', 0.0002), ('rnn', 0.001)]
     """
-    student = _unwrap(student)
+    student = unwrap_module(student)
     cnn_lr = lr if cnn_lr is None else cnn_lr
     atst_lr = lr if atst_lr is None else atst_lr
     cnn, rnn, atst_names = [], [], set()
@@ -86,7 +86,9 @@ def sed_param_groups(
             raise ValueError(f"ATST parameter {name} is in no layer group")
         (cnn if name.startswith("cnn.") else rnn).append(param)
     for module in extra_modules:
-        rnn.extend(p for p in _unwrap(module).parameters() if p.requires_grad)
+        rnn.extend(
+            p for p in unwrap_module(module).parameters() if p.requires_grad
+        )
     groups = [
         {"name": "cnn", "params": cnn, "lr": cnn_lr},
         {"name": "rnn", "params": rnn, "lr": lr},

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_sed_condmix.teacher import _unwrap
+from speechbrain_sed_condmix.teacher import unwrap_module
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def load_pretrained(
     str
         What was loaded, for the log.
     """
-    student = _unwrap(student)
+    student = unwrap_module(student)
     branch = getattr(student, "atst_frame", None)
     if stage1_ckpt:
         folder = find_stage_checkpoint(stage1_ckpt, stage1_key)

@@ -37,35 +37,6 @@ def exponential_rampup(step, length):
     return math.exp(-5.0 * (1.0 - progress) ** 2)
 
 
-class ExponentialRampUp:
-    """Scale a base value by :func:`exponential_rampup`.
-
-    The state is the step alone, which the caller keeps (SpeechBrain's Brain
-    checkpoints ``optimizer_step``), so nothing extra needs saving.
-
-    Arguments
-    ---------
-    base : float
-        Value reached at the end of the ramp.
-    length : int
-        Ramp length in steps.
-
-    Example
-    -------
-    >>> ramp = ExponentialRampUp(2.0, 10)
-    >>> ramp(10), round(ramp(0), 4)
-    (2.0, 0.0135)
-    """
-
-    def __init__(self, base, length):
-        self.base = float(base)
-        self.length = int(length)
-
-    def __call__(self, step):
-        """Return the ramped value at ``step``."""
-        return self.base * exponential_rampup(step, self.length)
-
-
 def warmup_cosine_factor(step, warmup, total, floor=None):
     """Learning-rate factor: exponential warm-up, then optional cosine.
 

@@ -11,8 +11,33 @@ import torch
 from torch import nn
 
 
-def _unwrap(module):
-    """Return the plain module inside DDP/DataParallel or torch.compile."""
+def unwrap_module(module):
+    """Return the plain module inside DDP/DataParallel or torch.compile.
+
+    The student seen by the Brain may be wrapped (``DistributedDataParallel``
+    or ``DataParallel`` keep it in ``.module``, ``torch.compile`` in
+    ``._orig_mod``), possibly several times. Code that copies, inspects or
+    groups its parameters needs the plain module: its state-dict keys and
+    attributes carry no wrapper prefix.
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        A module, wrapped or not.
+
+    Returns
+    -------
+    torch.nn.Module
+        The innermost module (``module`` itself when it is not wrapped).
+
+    Example
+    -------
+    >>> net = nn.Linear(2, 2)
+    >>> unwrap_module(nn.DataParallel(nn.DataParallel(net))) is net
+    True
+    >>> unwrap_module(net) is net
+    True
+    """
     while True:
         if isinstance(getattr(module, "module", None), nn.Module):
             module = module.module  # DDP / DataParallel
@@ -104,7 +129,7 @@ class EMATeacher(nn.Module):
         if buffers not in ("ema", "copy", "keep"):
             raise ValueError(f"buffers must be ema, copy or keep: {buffers}")
         self.buffers = buffers
-        self.model = copy.deepcopy(_unwrap(student))
+        self.model = copy.deepcopy(unwrap_module(student))
         self.model.requires_grad_(False)
         if self.eval_mode:
             self.model.eval()
@@ -174,7 +199,7 @@ class EMATeacher(nn.Module):
         >>> t = EMATeacher(s)
         >>> t.update(s, step=10)
         """
-        student = _unwrap(student)
+        student = unwrap_module(student)
         alpha = self.alpha(step)
         t_params = list(self.model.parameters())
         s_params = list(student.parameters())

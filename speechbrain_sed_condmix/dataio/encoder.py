@@ -40,8 +40,8 @@ class FrameLabelEncoder:
     >>> y = enc.encode_strong([(0.1, 0.5, "bark")])
     >>> y.shape
     torch.Size([3, 156])
-    >>> enc.decode_strong(y)
-    [(0.064, 0.512, 'bark')]
+    >>> y[0].nonzero().flatten().tolist()  # frames 1..7: 0.064 s to 0.512 s
+    [1, 2, 3, 4, 5, 6, 7]
     >>> FrameLabelEncoder(["bark"], audio_duration=5.0).n_frames
     78
     """
@@ -215,51 +215,6 @@ class FrameLabelEncoder:
             target[self._index(label.strip())] = 1.0
         return target
 
-    def decode_strong(self, frames, threshold=0.5):
-        """Decode frame scores into events.
-
-        Arguments
-        ---------
-        frames : torch.Tensor or numpy.ndarray
-            Scores of shape ``[n_classes, n_frames]``.
-        threshold : float
-            A frame is active when its score is strictly above it.
-
-        Returns
-        -------
-        list of tuple
-            ``(onset, offset, label)`` in seconds, sorted by onset then label.
-
-        Example
-        -------
-        >>> enc = FrameLabelEncoder(classes=["a"])
-        >>> scores = torch.zeros(1, 156)
-        >>> scores[0, 10:20] = 0.9
-        >>> enc.decode_strong(scores)
-        [(0.64, 1.28, 'a')]
-        """
-        if isinstance(frames, torch.Tensor):
-            frames = frames.detach().cpu().numpy()
-        frames = np.asarray(frames)
-        if frames.ndim != 2 or frames.shape[0] != self.n_classes:
-            raise ValueError(
-                f"Expected scores of shape [{self.n_classes}, T], "
-                f"got {list(frames.shape)}"
-            )
-        events = []
-        for index, label in enumerate(self.classes):
-            active = frames[index] > threshold
-            for start, stop in _contiguous_regions(active):
-                events.append(
-                    (
-                        self.frame_to_time(start),
-                        self.frame_to_time(stop),
-                        label,
-                    )
-                )
-        events.sort(key=lambda event: (event[0], event[2]))
-        return events
-
     def _index(self, label):
         try:
             return self.class_to_index[label]
@@ -271,10 +226,3 @@ class FrameLabelEncoder:
 
 def _is_nan(value):
     return isinstance(value, float) and math.isnan(value)
-
-
-def _contiguous_regions(active):
-    """Return ``(start, stop)`` frame pairs of the True runs of ``active``."""
-    padded = np.concatenate([[False], active.astype(bool), [False]])
-    changes = np.flatnonzero(padded[1:] != padded[:-1])
-    return list(zip(changes[::2].tolist(), changes[1::2].tolist()))
