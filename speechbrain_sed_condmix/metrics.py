@@ -25,6 +25,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 from sed_scores_eval import collar_based, intersection_based
+from sed_scores_eval.base_modules.io import read_ground_truth_events
 from sed_scores_eval.base_modules.scores import validate_score_dataframe
 
 from speechbrain_sed_condmix.scores import read_scores, writeable_pandas
@@ -161,20 +162,33 @@ def load_ground_truth(ground_truth):
         ["filename", "onset", "offset", "event_label"],
         "ground truth",
     )
+    labels = []
     for filename, onset, offset, label in zip(
         table["filename"], table["onset"], table["offset"], table["event_label"]
     ):
-        clip_events = events.setdefault(_clip_id(filename), [])
         if _is_missing(label):
+            labels.append(np.nan)  # what the reader takes for "no event"
             continue
-        onset, offset = float(onset), float(offset)
-        if not (math.isfinite(onset) and math.isfinite(offset)):
+        if not (math.isfinite(float(onset)) and math.isfinite(float(offset))):
             raise ValueError(
                 f"ground-truth event {label!r} of {filename!r} has no valid "
-                f"onset/offset ({onset}, {offset})."
+                f"onset/offset ({float(onset)}, {float(offset)})."
             )
-        clip_events.append((onset, offset, label))
-    return events
+        labels.append(str(label))
+    # sed_scores_eval cuts the clip id at the last dot, and DESED ids hold
+    # dots themselves: hand it '<clip id>.wav' so the cut gives our id.
+    checked = pd.DataFrame(
+        {
+            "filename": [f"{_clip_id(f)}.wav" for f in table["filename"]],
+            "onset": table["onset"].to_numpy(),
+            "offset": table["offset"].to_numpy(),
+            "event_label": pd.Series(labels, dtype=object),
+        }
+    )
+    return {
+        clip_id: [(onset, offset, label) for onset, offset, label in rows]
+        for clip_id, rows in read_ground_truth_events(checked).items()
+    }
 
 
 def _load_durations(durations):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.ndimage
+from sed_scores_eval.base_modules.detection import scores_to_event_list
 
 from speechbrain_sed_condmix.csebbs import (
     CSEBBS_KEYS,
@@ -139,26 +140,29 @@ def _thresholds_per_class(threshold, event_classes):
 def _events_of_frame(frame, threshold, with_score=False):
     """List ``(onset, offset, label[, score])`` runs with score > threshold.
 
-    With ``with_score``, each event also carries the highest score of its
-    frames.
+    sed_scores_eval's ``scores_to_event_list`` finds the runs; with
+    ``with_score``, each event also carries the highest score of its frames.
     """
     event_classes = score_classes(frame)
     thresholds = _thresholds_per_class(threshold, event_classes)
-    values = frame[event_classes].to_numpy(dtype=np.float64)
-    onsets = frame["onset"].to_numpy(dtype=np.float64)
-    offsets = frame["offset"].to_numpy(dtype=np.float64)
-    active = values > thresholds[None, :]
-    # Pad with inactive frames so every run has a rising and falling edge.
-    edges = np.diff(np.pad(active.astype(np.int8), ((1, 1), (0, 0))), axis=0)
-    events = []
-    for index, name in enumerate(event_classes):
-        starts = np.flatnonzero(edges[:, index] == 1)
-        stops = np.flatnonzero(edges[:, index] == -1)
-        for start, stop in zip(starts, stops):
-            event = (float(onsets[start]), float(offsets[stop - 1]), name)
-            if with_score:
-                event += (float(values[start:stop, index].max()),)
-            events.append(event)
+    events = [
+        (float(onset), float(offset), label)
+        for onset, offset, label in scores_to_event_list(frame, thresholds)
+    ]
+    if with_score:
+        values = frame[event_classes].to_numpy(dtype=np.float64)
+        onsets = frame["onset"].to_numpy(dtype=np.float64)
+        offsets = frame["offset"].to_numpy(dtype=np.float64)
+        column = {name: i for i, name in enumerate(event_classes)}
+        scored = []
+        for onset, offset, label in events:
+            # Event boundaries are frame boundaries taken from these arrays,
+            # so the searches find them exactly.
+            first = np.searchsorted(onsets, onset)
+            last = np.searchsorted(offsets, offset)
+            peak = values[first : last + 1, column[label]].max()
+            scored.append((onset, offset, label, float(peak)))
+        events = scored
     events.sort(key=lambda e: (e[0], e[1], str(e[2])))
     return events
 

@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sed_scores_eval.base_modules.io import read_sed_scores, write_sed_scores
-from sed_scores_eval.base_modules.scores import validate_score_dataframe
+from sed_scores_eval.base_modules.scores import (
+    create_score_dataframe,
+    validate_score_dataframe,
+)
 
 #: Frame hop of the DCASE CRNN output (4 x 256 samples at 16 kHz), seconds.
 FRAME_DURATION = 0.064
@@ -100,10 +103,7 @@ def frame_scores_to_dataframe(
         scores = scores[:n_keep]
         timestamps = timestamps[: n_keep + 1].copy()
         timestamps[-1] = min(timestamps[-1], duration)
-    data = {"onset": timestamps[:-1], "offset": timestamps[1:]}
-    for index, name in enumerate(event_classes):
-        data[name] = scores[:, index]
-    return pd.DataFrame(data)
+    return create_score_dataframe(scores, timestamps, event_classes)
 
 
 def score_classes(frame):
