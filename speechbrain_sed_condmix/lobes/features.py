@@ -22,21 +22,25 @@ Authors
 """
 
 import torch
+from speechbrain.utils.autocast import fwd_default_precision
 from torch import nn
 from torchaudio.transforms import MelSpectrogram
 
+#: The STFT and the dB conversion lose too much precision in half precision,
+#: so the front ends' ``mel`` steps stay in fp32 under autocast: SpeechBrain's
+#: decorator switches autocast off and casts their inputs to fp32.
+_fp32_under_autocast = fwd_default_precision(cast_inputs=torch.float32)
 
-def _fp32_mel(melspec, wav):
-    """``melspec(wav)`` on [batch, samples] (or [samples]) in fp32.
 
-    ``melspec`` is any callable from a waveform batch to a mel spectrogram.
+def _waveform_batch(wav):
+    """``wav`` as a fp32 [batch, samples] tensor ([samples] gains a batch).
+
+    The cast also covers calls outside autocast (e.g. fp64 input), where the
+    decorator casts nothing.
     """
     if wav.dim() == 1:
         wav = wav.unsqueeze(0)
-    # The STFT and the dB conversion lose too much precision in half
-    # precision, so the front ends stay in fp32 under autocast.
-    with torch.autocast(device_type=wav.device.type, enabled=False):
-        return melspec(wav.float())
+    return wav.float()
 
 
 def complex_magnitude(spec):
@@ -142,6 +146,7 @@ class CNNMelFrontEnd(nn.Module):
             mel_scale="htk",
         )
 
+    @_fp32_under_autocast
     def mel(self, wav):
         """Linear magnitude mel spectrogram.
 
@@ -161,7 +166,7 @@ class CNNMelFrontEnd(nn.Module):
         >>> CNNMelFrontEnd().mel(torch.zeros(1, 2560)).shape
         torch.Size([1, 128, 11])
         """
-        return _fp32_mel(self._magnitude_mel, wav)
+        return self._magnitude_mel(_waveform_batch(wav))
 
     def _magnitude_mel(self, wav):
         # torchaudio's Spectrogram(power=1) step by step, with the faster
@@ -324,6 +329,7 @@ class ATSTMelFrontEnd(nn.Module):
             mel_scale="htk",
         )
 
+    @_fp32_under_autocast
     def mel(self, wav):
         """Power mel spectrogram.
 
@@ -343,7 +349,7 @@ class ATSTMelFrontEnd(nn.Module):
         >>> ATSTMelFrontEnd().mel(torch.zeros(160000)).shape
         torch.Size([1, 64, 1001])
         """
-        return _fp32_mel(self.melspec, wav)
+        return self.melspec(_waveform_batch(wav))
 
     def normalize(self, mel):
         """dB, top_db floor, clamp and fixed min-max scaling.
