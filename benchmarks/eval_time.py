@@ -85,12 +85,13 @@ def parts(filtered, gt, dur):
     from sed_scores_eval import collar_based, intersection_based
 
     from speechbrain_sed_condmix import metrics as m
+    from speechbrain_sed_condmix.scores import writeable_pandas
 
     out = {}
     (scores, truth, durations, _), out["prepare_eval_inputs"] = timed(
         m.prepare_eval_inputs, filtered, gt, dur
     )
-    with m.writeable_pandas():
+    with writeable_pandas():
         _, out["psds1"] = timed(
             intersection_based.psds,
             scores,
