@@ -250,7 +250,7 @@ class PostProcessing:
     * ``"median"``: the class-wise median filter, then ``score >
       threshold`` (one float or per class) on the filtered scores; each
       event's score is its highest filtered frame score;
-    * ``"csebbs"``: cSEBB boxes (:func:`csebbs_boxes`) from the raw
+    * ``"csebbs"``: cSEBB boxes (``csebbs.csebbs_boxes``) from the raw
       scores, kept when their confidence (the box's mean score) is above
       ``csebbs["detection_threshold"]`` (``threshold`` when absent).
       Needs the optional ``sebbs`` package.
@@ -267,7 +267,7 @@ class PostProcessing:
     threshold : float or dict
         Decision threshold(s).
     csebbs : dict, optional
-        cSEBB parameters (see :func:`tune_csebbs`).
+        cSEBB parameters (see ``tuning.tune_csebbs``).
     method : str, optional
         ``"median"`` or ``"csebbs"``; default ``"csebbs"`` when ``csebbs``
         is given, else ``"median"``.
