@@ -133,6 +133,7 @@ def _dog(n, rng, sr):
         src[start : start + length] += env * burst
 
     def gain(f):
+        """Magnitude response of the filter at frequencies ``f``."""
         return sum(a * peak_gain(f, c, w) for c, w, a in formants) + 0.02
 
     return spectral_filter(src, gain, sr)
@@ -198,6 +199,7 @@ def _speech(n, rng, sr):
         for formants in vowels:
 
             def gain(f, formants=formants):
+                """Magnitude response of the vowel formants at ``f``."""
                 peaks = sum(
                     a * peak_gain(f, c, w)
                     for c, w, a in zip(formants, widths, (1.0, 0.6, 0.3))
@@ -236,6 +238,7 @@ def _blender(n, rng, sr):
     )
 
     def gain(f):
+        """Magnitude response of the filter at frequencies ``f``."""
         return band_gain(f, low, high) * (1.0 + 2.0 * peak_gain(f, centre, 400))
 
     return spectral_filter(motor + chop, gain, sr)
@@ -279,6 +282,7 @@ def _shaver(n, rng, sr):
     centre, width = rng.uniform(2200.0, 4500.0), rng.uniform(800.0, 2000.0)
 
     def gain(f):
+        """Magnitude response of the filter at frequencies ``f``."""
         return band_gain(f, 1000.0, 7000.0) * (
             0.3 + peak_gain(f, centre, width)
         )
