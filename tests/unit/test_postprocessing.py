@@ -188,6 +188,37 @@ def test_scores_to_events_dict():
     ]
 
 
+def _runs_by_hand(frame, threshold):
+    """Events and peak scores from a plain loop over frames and classes."""
+    classes = [c for c in frame.columns if c not in ("onset", "offset")]
+    onsets, offsets = frame["onset"].tolist(), frame["offset"].tolist()
+    events = []
+    for name in classes:
+        values = frame[name].tolist()
+        start = None
+        for k, value in enumerate([*values, -np.inf]):
+            if value > threshold and start is None:
+                start = k
+            elif value <= threshold and start is not None:
+                peak = max(values[start:k])
+                events.append((onsets[start], offsets[k - 1], name, peak))
+                start = None
+    return sorted(events, key=lambda e: (e[0], e[1], e[2]))
+
+
+@pytest.mark.parametrize("duration", [None, 7.3])
+def test_events_with_scores_match_a_plain_loop(duration):
+    rng = np.random.default_rng(11)
+    frame = frame_scores_to_dataframe(
+        np.round(rng.random((156, 3)), 1), CLASSES, duration=duration
+    )
+    events = scores_to_events(frame, 0.5, with_score=True)
+    expected = _runs_by_hand(frame, 0.5)
+    assert len(expected) > 50
+    assert [tuple(row) for row in events.values.tolist()] == expected
+    assert frame["offset"].iloc[-1] == (duration or 9.984)
+
+
 def test_write_read_roundtrip(tmp_path):
     scores = {"clip_b": _random_scores(6, 20), "clip_a": _random_scores(7, 9)}
     folder = write_scores(scores, tmp_path / "scores")
