@@ -308,6 +308,7 @@ def _dog(n, rng, sr):
         src[start : start + length] += env * burst
 
     def gain(f):
+        """Spectral gain of the sound at frequency ``f`` (Hz)."""
         return sum(a * _peak_gain(f, c, w) for c, w, a in formants) + 0.02
 
     return _filter(src, gain, sr)
@@ -373,6 +374,7 @@ def _speech(n, rng, sr):
         for formants in vowels:
 
             def gain(f, formants=formants):
+                """Spectral gain of this vowel at frequency ``f`` (Hz)."""
                 peaks = sum(
                     a * _peak_gain(f, c, w)
                     for c, w, a in zip(formants, widths, (1.0, 0.6, 0.3))
@@ -411,6 +413,7 @@ def _blender(n, rng, sr):
     )
 
     def gain(f):
+        """Spectral gain of the sound at frequency ``f`` (Hz)."""
         return _band_gain(f, low, high) * (
             1.0 + 2.0 * _peak_gain(f, centre, 400)
         )
@@ -456,6 +459,7 @@ def _shaver(n, rng, sr):
     centre, width = rng.uniform(2200.0, 4500.0), rng.uniform(800.0, 2000.0)
 
     def gain(f):
+        """Spectral gain of the sound at frequency ``f`` (Hz)."""
         return _band_gain(f, 1000.0, 7000.0) * (
             0.3 + _peak_gain(f, centre, width)
         )
