@@ -79,6 +79,7 @@ from speechbrain_sed_condmix.postprocessing import (
     tune_postprocessing,
     write_scores,
 )
+from speechbrain_sed_condmix.preemption import GracefulPreemption
 from speechbrain_sed_condmix.schedulers import (
     exponential_rampup,
     warmup_cosine_factor,
@@ -306,7 +307,7 @@ class TrainingState:
             torch.cuda.set_rng_state_all(cuda)
 
 
-class SEDBrain(sb.Brain):
+class SEDBrain(GracefulPreemption, sb.Brain):
     """Brain for semi-supervised SED with a Mean Teacher.
 
     Expected ``modules``: ``frontend`` (with ``mel`` and ``normalize``;
@@ -328,6 +329,10 @@ class SEDBrain(sb.Brain):
     ``param_groups`` (one group at ``lr``), ``lr_floor`` (None: no cosine
     decay), ``max_bad_audio`` (0: stop at the first training clip that
     fails to decode).
+
+    SIGTERM or SIGUSR1 during ``fit`` stops the run after the current
+    optimiser step with an intra-epoch checkpoint and exit status 75
+    (:class:`~speechbrain_sed_condmix.preemption.GracefulPreemption`).
 
     Under ``torchrun`` (DDP) the trained modules are wrapped, the teacher
     is not; validation and test are sharded and their scores gathered, so
