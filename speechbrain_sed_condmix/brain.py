@@ -79,6 +79,7 @@ from speechbrain_sed_condmix.postprocessing import (
     tune_postprocessing,
     write_scores,
 )
+from speechbrain_sed_condmix.safe_load import load_checkpoint
 from speechbrain_sed_condmix.schedulers import (
     exponential_rampup,
     warmup_cosine_factor,
@@ -279,8 +280,8 @@ class TrainingState:
         was saved, and the resumed run draws it again when it re-creates
         the loader's iterator.
         """
-        # The state holds NumPy and Python objects: not weights-only.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # NumPy arrays and Python tuples: on the safe loader's allow-list.
+        state = load_checkpoint(path)
         self.bad_audio = list(state["bad_audio"])
         if end_of_epoch:
             self.pending = None

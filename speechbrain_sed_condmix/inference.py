@@ -62,6 +62,7 @@ from speechbrain_sed_condmix.postprocessing import (
     PostProcessing,
     sebbs_available,
 )
+from speechbrain_sed_condmix.safe_load import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -688,7 +689,7 @@ def _model_state(checkpoint_dir, weights):
     path = Path(checkpoint_dir) / f"{weights}.ckpt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     if weights == "teacher":
         # EMATeacher.state_dict(): the network sits under "model."
         prefix = "model."
