@@ -78,3 +78,52 @@ def warmup_cosine_factor(step, warmup, total, floor=None):
     span = max(total - warmup, 1)
     progress = min(max(step - warmup, 0), span) / span
     return floor + (1.0 - floor) * (1.0 + math.cos(math.pi * progress)) / 2
+
+
+class WarmupCosineLR:
+    """Per-step learning rates: exponential warm-up, then optional cosine.
+
+    Each parameter group's rate is its peak rate (``group["peak_lr"]``, set
+    by ``SEDBrain.init_optimizers`` from the group's ``lr``) times
+    :func:`warmup_cosine_factor`. SEDBrain calls it before every optimiser
+    step; the step count is the Brain's checkpointed ``optimizer_step``, so
+    the schedule has no state of its own.
+
+    Arguments
+    ---------
+    warmup_epochs : float
+        Warm-up length in epochs.
+    floor : float, optional
+        Final factor of the cosine decay at the last epoch; None keeps the
+        peak rate after the warm-up.
+
+    Example
+    -------
+    >>> import torch
+    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    >>> opt.param_groups[0]["peak_lr"] = 0.1
+    >>> schedule = WarmupCosineLR(warmup_epochs=1, floor=0.1)
+    >>> schedule(opt, step=10, steps_per_epoch=10, epochs=11)
+    1.0
+    >>> round(schedule(opt, step=60, steps_per_epoch=10, epochs=11), 6)
+    0.55
+    >>> round(opt.param_groups[0]["lr"], 6)
+    0.055
+    """
+
+    def __init__(self, warmup_epochs, floor=None):
+        self.warmup_epochs = float(warmup_epochs)
+        self.floor = floor
+
+    def __call__(self, optimizer, step, steps_per_epoch, epochs):
+        """Set every group's rate for optimiser step ``step``; the factor."""
+        steps_per_epoch = steps_per_epoch or 0
+        factor = warmup_cosine_factor(
+            step,
+            int(self.warmup_epochs * steps_per_epoch),
+            epochs * steps_per_epoch,
+            floor=self.floor,
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * factor
+        return factor

@@ -35,6 +35,44 @@ def _per_row(v, x):
     return v.to(device=x.device, dtype=dtype).view(-1, *([1] * (x.dim() - 1)))
 
 
+def subset_groups(is_strong, is_weak, names):
+    """Row indices of each named subset, the groups that mixup keeps apart.
+
+    Arguments
+    ---------
+    is_strong : torch.Tensor
+        Boolean ``[B]``: strongly labelled rows.
+    is_weak : torch.Tensor
+        Boolean ``[B]``: weakly labelled rows (the rest are unlabeled).
+    names : list
+        Subsets to mix, among ``strong``, ``weak`` and ``unlabeled``.
+
+    Returns
+    -------
+    list
+        One long tensor of row indices per name.
+
+    Example
+    -------
+    >>> strong = torch.tensor([True, False, False])
+    >>> weak = torch.tensor([False, True, False])
+    >>> subset_groups(strong, weak, ["strong", "unlabeled"])
+    [tensor([0]), tensor([2])]
+    """
+    rows = {
+        "strong": is_strong,
+        "weak": is_weak,
+        "unlabeled": ~(is_strong | is_weak),
+    }
+    unknown = set(names) - set(rows)
+    if unknown:
+        raise ValueError(
+            f"mix_subsets: unknown subsets {sorted(unknown)}; "
+            f"use {sorted(rows)}"
+        )
+    return [torch.nonzero(rows[n]).flatten() for n in names]
+
+
 @dataclass
 class MixInfo:
     """What a mixup call did to each row of the batch.

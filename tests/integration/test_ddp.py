@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import recipe_rows
 
-from speechbrain_sed_condmix.brain import state_fingerprint
+from speechbrain_sed_condmix.distributed import state_fingerprint
 from speechbrain_sed_condmix.metrics import compute_sed_metrics
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import json
 import torch
 from tiny_runs import latest_checkpoint, recipe_command, run
 
-from speechbrain_sed_condmix.brain import state_fingerprint
+from speechbrain_sed_condmix.distributed import state_fingerprint
 
 
 def test_same_seed_same_weights_and_metrics(mini_desed_tiny, tmp_path):

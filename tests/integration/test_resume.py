@@ -27,7 +27,7 @@ from tiny_runs import (
     run,
 )
 
-from speechbrain_sed_condmix.brain import state_fingerprint
+from speechbrain_sed_condmix.distributed import state_fingerprint
 
 EPOCHS = "--number_of_epochs=2"
 

@@ -1,18 +1,97 @@
 """Unit tests of SEDBrain's losses, masks, schedules and EMA update."""
 
+import functools
 import math
 
 import pytest
 import speechbrain as sb
 import torch
 from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.utils.epoch_loop import EpochCounter
 
+from speechbrain_sed_condmix import objectives
 from speechbrain_sed_condmix.brain import SEDBrain
 from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
 from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
 from speechbrain_sed_condmix.lobes.crnn import CRNN
 from speechbrain_sed_condmix.lobes.features import CNNMelFrontEnd
+from speechbrain_sed_condmix.optim import sed_param_groups
+from speechbrain_sed_condmix.schedulers import WarmupCosineLR
 from speechbrain_sed_condmix.teacher import EMATeacher
+
+OBJECTIVE_KEYS = (
+    "const_max",
+    "rampup_epochs",
+    "pseudo_label_weight",
+    "contrastive_weight",
+    "weak_loss_weight",
+    "weak_consistency_weight",
+    "embedding_tap",
+    "normalisation",
+)
+
+
+def make_objective(
+    const_max=2.0,
+    rampup_epochs=2,
+    pseudo_label_weight=0.0,
+    contrastive_weight=0.0,
+    weak_loss_weight=1.0,
+    weak_consistency_weight=1.0,
+    embedding_tap="embeddings",
+    normalisation="batch",
+):
+    """The recipes' objective, with every term (unused ones weigh 0)."""
+    ramp = objectives.EpochRampUp(rampup_epochs)
+    return objectives.SEDObjective(
+        {
+            "strong": objectives.SupervisedBCE("strong"),
+            "weak": objectives.SupervisedBCE("weak", weak_loss_weight),
+            "consistency": objectives.MeanTeacherConsistency(
+                const_max, ramp, weak_consistency_weight
+            ),
+            "pseudo_label": objectives.MixedPseudoLabelLoss(
+                pseudo_label_weight, ramp, weak_consistency_weight
+            ),
+            "contrastive": objectives.EmbeddingContrastiveTerm(
+                contrastive_weight, ramp, embedding_tap
+            ),
+        },
+        normalisation=normalisation,
+    )
+
+
+def brain_hparams(encoder, **extra):
+    """Every hparam SEDBrain reads; objective keys build ``objective``."""
+    objective_kwargs = {k: extra.pop(k) for k in OBJECTIVE_KEYS if k in extra}
+    hparams = {
+        "encoder": encoder,
+        "objective": make_objective(**objective_kwargs),
+        "lr_schedule": WarmupCosineLR(objective_kwargs.get("rampup_epochs", 2)),
+        "param_groups": functools.partial(sed_param_groups, lr=0.001),
+        "teacher_input": "mixed",
+        "mixup": None,
+        "mix_subsets": ["strong", "weak"],
+        "mix_inputs": None,
+        "input_augment": None,
+        "channels_last": False,
+        "max_bad_audio": 0,
+        "valid_every_n_epochs": 1,
+        "selection_key": "student_obj",
+        "median_filter": 7,
+        "score_padded_tail": False,
+        "csebbs_tuning": False,
+        "n_event_rolls": 0,
+        "valid_ground_truth": None,
+        "valid_durations": None,
+        "test_ground_truth": None,
+        "test_durations": None,
+        "output_folder": None,
+        "train_logger": None,
+        "epoch_counter": EpochCounter(1),
+    }
+    hparams.update(extra)
+    return hparams
 
 
 def make_brain(
@@ -27,14 +106,12 @@ def make_brain(
         "teacher": EMATeacher(student),
         **(extra_modules or {}),
     }
-    hparams = {
-        "encoder": FrameLabelEncoder(DESED_CLASSES),
-        "mixup": None,
-        "lr": 0.001,
-        "const_max": const_max,
-        "rampup_epochs": rampup_epochs,
+    hparams = brain_hparams(
+        FrameLabelEncoder(DESED_CLASSES),
+        const_max=const_max,
+        rampup_epochs=rampup_epochs,
         **extra,
-    }
+    )
     brain = SEDBrain(
         modules=modules,
         opt_class=lambda params: torch.optim.Adam(params, 0.001),
@@ -114,16 +191,25 @@ def test_rampup_of_weight_and_lr(tmp_path):
     brain = make_brain(tmp_path, const_max=2.0, rampup_epochs=2)
     brain.steps_per_epoch = 5  # ramp over 10 optimiser steps
     brain.init_optimizers()
-    brain.optimizer_step = 0
-    assert brain.consistency_weight() == pytest.approx(2 * math.exp(-5))
-    brain.optimizer_step = 5
-    assert brain.consistency_weight() == pytest.approx(2 * math.exp(-1.25))
-    brain.optimizer_step = 10
-    assert brain.consistency_weight() == 2.0
+    term = brain.hparams.objective.terms["consistency"]
+    assert term.effective_weight(0, 5) == pytest.approx(2 * math.exp(-5))
+    assert term.effective_weight(5, 5) == pytest.approx(2 * math.exp(-1.25))
+    assert term.effective_weight(10, 5) == 2.0
     brain.optimizer_step = 4  # the coming step is the 5th
     brain.on_fit_batch_start(None, True)
     lr = brain.optimizer.param_groups[0]["lr"]
     assert lr == pytest.approx(0.001 * math.exp(-5 * (1 - 0.5) ** 2))
+    # The Brain's loss uses the ramped weight of the current step.
+    brain.optimizer_step = 5
+    batch = make_batch(["strong", "weak", "unlabeled"])
+    brain.modules.eval()
+    with torch.no_grad():
+        out = brain.compute_forward(batch, sb.Stage.TRAIN)
+        brain.loss_terms = {}
+        loss = brain.compute_objectives(out, batch, sb.Stage.TRAIN)
+    t = brain.loss_terms
+    expected = t["strong"] + t["weak"] + 2 * math.exp(-1.25) * t["consistency"]
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_fit_batch_updates_teacher_by_ema(tmp_path):

@@ -160,7 +160,15 @@ def test_fit_batch_updates_the_teacher_projector():
         assert torch.allclose(a, 0.5 * b + 0.5 * s.detach(), atol=1e-6)
 
 
-def test_pseudo_labels_need_a_clean_teacher_input():
-    brain = make_brain(teacher_input="mixed")
-    with pytest.raises(ValueError, match="teacher_input: clean"):
-        run_step(brain)
+@pytest.mark.parametrize(
+    "weights, term",
+    [({"cl": 0.0}, "pseudo_label"), ({"pl": 0.0}, "contrastive")],
+)
+def test_teacher_targets_need_a_clean_teacher_input_at_start_up(weights, term):
+    # Stops when the Brain is built, before any batch.
+    with pytest.raises(
+        ValueError, match=f"'{term}' needs teacher_input: clean"
+    ):
+        make_brain(teacher_input="mixed", **weights)
+    # Without those terms, a teacher that sees the mixed input is fine.
+    make_brain(teacher_input="mixed", pl=0.0, cl=0.0)

@@ -12,6 +12,7 @@ import pytest
 import speechbrain as sb
 import torch
 from speechbrain.dataio.batch import PaddedBatch
+from test_brain import brain_hparams
 
 from speechbrain_sed_condmix.augment.mixup import Mixup
 from speechbrain_sed_condmix.brain import SEDBrain
@@ -35,13 +36,9 @@ def make_brain(mixup=None):
             "teacher": EMATeacher(student),
         },
         opt_class=lambda params: torch.optim.Adam(params, 0.001),
-        hparams={
-            "encoder": ENCODER,
-            "mixup": mixup,
-            "lr": 0.001,
-            "const_max": 2.0,
-            "rampup_epochs": 0,
-        },
+        hparams=brain_hparams(
+            ENCODER, mixup=mixup, const_max=2.0, rampup_epochs=0
+        ),
         run_opts={"device": "cpu", "noprogressbar": True},
     )
     brain.on_stage_start(sb.Stage.TRAIN)

@@ -24,6 +24,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.run_opts import RunOptions
 from torch.utils.data import ConcatDataset
 
 from speechbrain_sed_condmix.brain import SEDBrain
@@ -73,6 +74,47 @@ def prepare_data(hparams):
     # Every rank reads the outputs; the main process prepared them above, so
     # this call finds its marker and returns at once.
     return prepare(**kwargs, progress=False)
+
+
+def brain_hparams(hparams):
+    """The hyperparameters that SEDBrain reads, and nothing else.
+
+    Listing them here keeps the contract between the YAML and the Brain in
+    the recipe: a YAML without one of them stops here with its name, and
+    the Brain cannot read a key that this list does not give it. The
+    SpeechBrain run options set in the YAML (``max_grad_norm``,
+    ``ckpt_interval_minutes``, ...) are passed on as Brain takes them.
+    """
+    run_options = {
+        key: hparams[key] for key in RunOptions().as_dict() if key in hparams
+    }
+    return {
+        **run_options,
+        "encoder": hparams["encoder"],
+        "objective": hparams["objective"],
+        "lr_schedule": hparams["lr_schedule"],
+        "param_groups": hparams["param_groups"],
+        "teacher_input": hparams["teacher_input"],
+        "mixup": hparams["mixup"],
+        "mix_subsets": hparams["mix_subsets"],
+        "mix_inputs": hparams["mix_inputs"],
+        "input_augment": hparams["input_augment"],
+        "channels_last": hparams["channels_last"],
+        "max_bad_audio": hparams["max_bad_audio"],
+        "valid_every_n_epochs": hparams["valid_every_n_epochs"],
+        "selection_key": hparams["selection_key"],
+        "median_filter": hparams["median_filter"],
+        "score_padded_tail": hparams["score_padded_tail"],
+        "csebbs_tuning": hparams["csebbs_tuning"],
+        "n_event_rolls": hparams["n_event_rolls"],
+        "valid_ground_truth": hparams["valid_ground_truth"],
+        "valid_durations": hparams["valid_durations"],
+        "test_ground_truth": hparams["test_ground_truth"],
+        "test_durations": hparams["test_durations"],
+        "output_folder": hparams["output_folder"],
+        "train_logger": hparams["train_logger"],
+        "epoch_counter": hparams["epoch_counter"],
+    }
 
 
 def dataio_prep(hparams, manifests):
@@ -148,7 +190,7 @@ if __name__ == "__main__":
     brain = SEDBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
-        hparams=hparams,
+        hparams=brain_hparams(hparams),
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
