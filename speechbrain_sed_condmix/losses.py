@@ -89,41 +89,34 @@ def rowwise_mse(student, teacher):
     return diff.pow(2).reshape(len(diff), -1).mean(dim=1)
 
 
-def embedding_contrastive(prediction, target, mask=None):
-    """BYOL / ATST-Frame loss ``2 - 2 cos`` per frame, with stop-gradient.
+def embedding_contrastive(prediction, target):
+    """BYOL / ATST-Frame loss ``2 - 2 cos`` of each frame, target detached.
+
+    The per-frame loss that :class:`EmbeddingContrastiveLoss` averages.
 
     Arguments
     ---------
     prediction : torch.Tensor
         Student predictions ``[B, T, D]`` (or ``[B, D]``).
     target : torch.Tensor
-        Teacher targets, same shape; detached.
-    mask : torch.Tensor, optional
-        Boolean ``[B]`` rows to use (default: all).
+        Teacher targets, same shape; no gradient flows into it.
 
     Returns
     -------
     torch.Tensor
-        Scalar in [0, 4], the mean over frames and selected rows of
-        ``2 - 2 <p / |p|, q / |q|>`` computed in fp32; 0 (still connected to
-        the graph) when no row is selected, so that every rank of a
-        distributed run runs the same backward graph.
+        ``[B, T]`` (or ``[B]``) values in [0, 4],
+        ``2 - 2 <p / |p|, q / |q|>`` over the last dimension, in fp32.
 
     Example
     -------
     >>> p = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
     >>> embedding_contrastive(p, torch.tensor([[[3.0, 0.0], [0.0, -1.0]]]))
-    tensor(2.)
+    tensor([[0., 4.]])
     """
     if prediction.shape != target.shape:
         raise ValueError(
             f"Shapes differ: {tuple(prediction.shape)}, {tuple(target.shape)}"
         )
-    return masked_mean(_cosine_distance(prediction, target), mask)
-
-
-def _cosine_distance(prediction, target):
-    """``2 - 2 cos`` over the last dimension, in fp32, target detached."""
     p = F.normalize(prediction.float(), dim=-1)
     q = F.normalize(target.detach().float(), dim=-1)
     return 2.0 - 2.0 * (p * q).sum(dim=-1)
@@ -270,14 +263,9 @@ class EmbeddingContrastiveLoss(nn.Module):
             target = info.interpolate(
                 self.teacher_projector(teacher_embeddings)
             )
-        if prediction.shape != target.shape:
-            raise ValueError(
-                f"Shapes differ: {tuple(prediction.shape)}, "
-                f"{tuple(target.shape)}"
-            )
         # Every row has the same number of frames, so the mean of the row
         # means over selected rows is the mean over their frames.
-        rows = _cosine_distance(prediction, target)
+        rows = embedding_contrastive(prediction, target)
         rows = rows.reshape(len(rows), -1).mean(dim=1)
         if reduction == "none":
             return rows

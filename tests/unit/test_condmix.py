@@ -253,29 +253,41 @@ def test_identity_info_changes_nothing():
 # ------------------------------------------------------- contrastive loss
 def test_contrastive_known_values():
     a = torch.tensor([[[1.0, 2.0, -1.0], [0.5, 0.0, 3.0]]])
-    assert embedding_contrastive(a, 3 * a).item() == pytest.approx(0, abs=1e-6)
-    assert embedding_contrastive(a, -a).item() == pytest.approx(4.0)
+    zero = embedding_contrastive(a, 3 * a)
+    assert zero.shape == (1, 2)
+    assert torch.allclose(zero, torch.zeros(1, 2), atol=1e-6)
+    assert torch.allclose(embedding_contrastive(a, -a), torch.full((1, 2), 4.0))
     p = torch.tensor([[[1.0, 0.0]]])
     q = torch.tensor([[[0.0, 5.0]]])
     assert embedding_contrastive(p, q).item() == pytest.approx(2.0)
     # 45 degrees: 2 - 2 / sqrt(2)
     q = torch.tensor([[[1.0, 1.0]]])
     assert embedding_contrastive(p, q).item() == pytest.approx(2 - math.sqrt(2))
+    with pytest.raises(ValueError, match="Shapes differ"):
+        embedding_contrastive(p, q[..., :1])
 
 
-def test_contrastive_mask_and_empty_mask():
+def test_contrastive_per_frame_gradient_reaches_only_the_prediction():
     pred = torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]]], requires_grad=True)
     target = torch.tensor([[[1.0, 0.0]], [[-1.0, 0.0]]], requires_grad=True)
-    assert embedding_contrastive(pred, target).item() == pytest.approx(2.0)
-    masked = embedding_contrastive(pred, target, torch.tensor([False, True]))
-    assert masked.item() == pytest.approx(4.0)
-    masked.backward()
+    frames = embedding_contrastive(pred, target)
+    assert frames.tolist() == [[0.0], [4.0]]
+    frames.sum().backward()
     assert target.grad is None and pred.grad is not None
-    pred.grad = None
-    empty = embedding_contrastive(pred, target, torch.tensor([False, False]))
-    assert empty.item() == 0.0 and empty.requires_grad
-    empty.backward()
-    assert torch.equal(pred.grad, torch.zeros_like(pred))
+
+
+def test_contrastive_module_averages_the_per_frame_function():
+    loss_fn, info = _loss_and_info()
+    loss_fn.eval()  # the same projector output twice (no BatchNorm update)
+    gen = torch.Generator().manual_seed(0)
+    student = torch.randn(3, 4, 6, generator=gen)
+    teacher = torch.randn(3, 4, 6, generator=gen)
+    rows = loss_fn(student, teacher, info, reduction="none")
+    with torch.no_grad():
+        prediction = loss_fn.predictor(loss_fn.projector(student))
+        target = info.interpolate(loss_fn.teacher_projector(teacher))
+    manual = embedding_contrastive(prediction, target).mean(dim=1)
+    assert torch.allclose(rows, manual, atol=1e-6)
 
 
 def _loss_and_info():
