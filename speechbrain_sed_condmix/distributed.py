@@ -40,7 +40,7 @@ def world_size():
 
 
 def gather_objects(obj):
-    """``[obj of rank 0, obj of rank 1, ...]`` on every rank.
+    """Every rank's ``obj``, in rank order, on every rank.
 
     Without a process group (one process) this is ``[obj]``.
 

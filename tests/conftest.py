@@ -12,6 +12,17 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+#: Fixtures that train with the recipe: every test that uses one is slow.
+RECIPE_FIXTURES = {"tiny_crnn_experiment", "custom_run"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that need a recipe run ``slow``."""
+    for item in items:
+        if RECIPE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def mini_desed_tiny(tmp_path_factory):
     """A tiny mini-DESED (generated audio, not DESED), made once per run."""

@@ -140,6 +140,7 @@ def make_sed_dataset(manifest, encoder, train=False, sample_rate=16000):
         "sig", "strong_labels", "weak_labels", "is_strong", "is_weak"
     )
     def sed_pipeline(wav, events, labels, kind):
+        """Audio, strong and weak label tensors and row kind of a clip."""
         sig = sb.dataio.dataio.read_audio(wav)
         if sig.dim() > 1:  # the cache is mono, but stay safe for other data
             sig = sig.mean(dim=-1)

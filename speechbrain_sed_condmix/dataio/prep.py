@@ -211,6 +211,7 @@ def read_tsv(tsv, required, problems):
 
 
 def check_unlabeled(rows, audio_dir, infos, problems):
+    """Clips of an unlabeled list whose audio reads; others in problems."""
     clips = []
     for _, filename in rows:
         source = audio_dir / filename
@@ -221,6 +222,7 @@ def check_unlabeled(rows, audio_dir, infos, problems):
 
 
 def check_weak(tsv, audio_dir, classes, infos, problems):
+    """Clips of a weak-label TSV; bad rows and audio go to ``problems``."""
     clips, seen = [], {}
     for line, row in read_tsv(tsv, ("filename", "event_labels"), problems):
         filename = row["filename"]
@@ -256,6 +258,7 @@ def check_weak(tsv, audio_dir, classes, infos, problems):
 
 
 def check_strong(tsv, audio_dir, classes, end_tolerance, infos, problems):
+    """Clips of a strong-label TSV; bad rows and audio go to ``problems``."""
     required = ("filename", "onset", "offset", "event_label")
     events = defaultdict(list)
     order, seen_rows, has_bad = [], {}, set()
@@ -304,6 +307,7 @@ def check_strong(tsv, audio_dir, classes, end_tolerance, infos, problems):
 
 
 def event_problems(row, classes, duration, end_tolerance):
+    """What is wrong with one strong-label row (an empty list: nothing)."""
     reasons = []
     label = row["event_label"]
     if not label:
@@ -336,6 +340,7 @@ def event_problems(row, classes, duration, end_tolerance):
 
 
 def resample_all(clips, cache, sample_rate, num_workers, progress):
+    """Resample every clip missing from the cache, with a progress bar."""
     jobs = []
     for name, subset_clips in clips.items():
         for clip in subset_clips:
@@ -522,6 +527,7 @@ def manifest_entries(clips, subset, kind):
 
 
 def write_eval_tsvs(clips, save_folder, name):
+    """Write ``<name>_gt.tsv`` and ``<name>_durations.tsv`` for scoring."""
     rows = []
     for clip in clips:
         if clip.events:
@@ -545,6 +551,7 @@ def write_eval_tsvs(clips, save_folder, name):
 
 
 def atomic_write_text(path, text):
+    """Write ``text`` to a temporary file, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
@@ -553,6 +560,7 @@ def atomic_write_text(path, text):
 
 
 def read_marker(marker, options, fingerprint):
+    """The outputs of a finished preparation with these options, or None."""
     if not marker.is_file():
         return None
     try:

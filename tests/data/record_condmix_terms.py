@@ -98,9 +98,7 @@ def run_steps(brain, weights_of):
         brain.on_stage_start(sb.Stage.TRAIN)
         weights = weights_of(brain)
         loss = brain.fit_batch(make_batch(step))
-        terms = {
-            k: float(v) for k, v in brain.loss_terms.items() if k != "_n"
-        }
+        terms = {k: float(v) for k, v in brain.loss_terms.items() if k != "_n"}
         records.append(
             {"loss": float(loss), "terms": terms, "weights": weights}
         )

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# Benchmark scripts in subprocesses: slow.
+pytestmark = pytest.mark.slow
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 

@@ -340,6 +340,7 @@ def test_optional_subsets_give_matching_manifests(
     assert again == out
 
 
+@pytest.mark.slow
 def test_weak_and_unlabeled_atst_recipe_run(custom_data, tmp_path):
     """Weak + unlabeled training (no strong clips), ATST-SED on 5 s clips."""
     row = CUSTOM_ROWS["custom_atst_sed"]
@@ -375,6 +376,7 @@ def custom_stage1(custom_data, tmp_path_factory):
 @pytest.mark.parametrize(
     "name", ["custom_atst_sed_stage2", "custom_atst_sedv2"]
 )
+@pytest.mark.slow
 def test_custom_stage2_recipes_start_from_stage1(
     name, custom_stage1, custom_data, tmp_path
 ):

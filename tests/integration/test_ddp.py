@@ -18,6 +18,9 @@ from conftest import recipe_rows
 from speechbrain_sed_condmix.distributed import state_fingerprint
 from speechbrain_sed_condmix.metrics import compute_sed_metrics
 
+# torchrun with two processes: slow.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 BATCH_SIZES = [2, 2, 4]  # per rank
 

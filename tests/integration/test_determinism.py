@@ -7,10 +7,14 @@ contrastive heads: every random draw of the method) on tiny mini-DESED
 
 import json
 
+import pytest
 import torch
 from tiny_runs import latest_checkpoint, recipe_command, run
 
 from speechbrain_sed_condmix.distributed import state_fingerprint
+
+# Two recipe runs: slow.
+pytestmark = pytest.mark.slow
 
 
 def test_same_seed_same_weights_and_metrics(mini_desed_tiny, tmp_path):

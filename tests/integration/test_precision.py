@@ -9,8 +9,12 @@ import json
 import math
 import re
 
+import pytest
 import torch
 from tiny_runs import latest_checkpoint, recipe_command, run
+
+# A recipe epoch in bf16: slow.
+pytestmark = pytest.mark.slow
 
 
 def test_bf16_epoch_on_cpu(mini_desed_tiny, tmp_path):

@@ -59,6 +59,7 @@ def runs_root(tmp_path_factory):
     return tmp_path_factory.mktemp("recipes")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "row", DESED_ROWS, ids=[r["Hparam_file"] for r in DESED_ROWS]
 )
@@ -94,6 +95,7 @@ def test_recipe_runs(row, mini_desed_tiny, runs_root):
         assert float(terms[name]) > 0, name
 
 
+@pytest.mark.slow
 def test_atst_recipe_without_checkpoint_stops_at_start(tmp_path):
     """A real ATST config with no --atst_ckpt says where to get the file."""
     cmd = [

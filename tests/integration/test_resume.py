@@ -29,6 +29,9 @@ from tiny_runs import (
 
 from speechbrain_sed_condmix.distributed import state_fingerprint
 
+# Interrupted and resumed recipe runs: slow.
+pytestmark = pytest.mark.slow
+
 EPOCHS = "--number_of_epochs=2"
 
 

@@ -1,10 +1,14 @@
 """Pretrained weights that do not fit the recipe stop the run at start-up,
 before the data preparation, with a message that names the file."""
 
+import pytest
 import torch
 from tiny_runs import recipe_command, run
 
 from speechbrain_sed_condmix.lobes.atst import ATSTFrame
+
+# Recipe subprocesses (up to the start-up checks): slow.
+pytestmark = pytest.mark.slow
 
 
 def check_fails_before_prep(cmd, out, prep, *expected):
