@@ -63,6 +63,7 @@ def _documented_shapes(dim=768, depth=12, hidden=3072, tokens=250):
     return shapes
 
 
+@pytest.mark.slow  # a full-size ATST-Frame (85 M parameters)
 def test_base_parameter_count_and_keys(base):
     assert sum(p.numel() for p in base.parameters()) == 85_419_264
     shapes = {k: tuple(v.shape) for k, v in base.state_dict().items()}
@@ -72,12 +73,14 @@ def test_base_parameter_count_and_keys(base):
     assert base.embed_dim == 768
 
 
+@pytest.mark.slow  # a full-size ATST-Frame (85 M parameters)
 def test_base_output_shape_short_input(base):
     with torch.no_grad():
         out = base(torch.randn(1, 64, 43))
     assert out.shape == (1, 10, 768)
 
 
+@pytest.mark.slow  # a full-size ATST-Frame (85 M parameters)
 def test_layer_groups_cover_all_parameters_once(base):
     groups = base.layer_groups()
     names = [name for name, _ in groups]

@@ -29,6 +29,7 @@ def base():
     return ATSTSED(ATSTFrame())
 
 
+@pytest.mark.slow  # a full-size ATST-Frame (85 M parameters)
 def test_base_parameter_counts_and_reference_shapes(base):
     n_atst = sum(p.numel() for p in base.atst_frame.parameters())
     n_all = sum(p.numel() for p in base.parameters())

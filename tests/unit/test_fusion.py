@@ -138,6 +138,7 @@ def test_atst_sed_outputs_unchanged():
     torch.testing.assert_close(after.weak, before.weak, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow  # compiles C++ code
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs a compiler")
 def test_compiled_copy_gives_the_same_scores():
     model = small_crnn()
