@@ -89,11 +89,14 @@ def make_experiment():
 
 
 def recipe_rows():
-    """The rows of tests/recipes/DESED.csv (SpeechBrain recipe-test format)."""
+    """The rows of every tests/recipes/*.csv (SpeechBrain recipe-test format)."""
     import csv
 
-    with open(REPO / "tests" / "recipes" / "DESED.csv") as fin:
-        return list(csv.DictReader(fin))
+    rows = []
+    for path in sorted((REPO / "tests" / "recipes").glob("*.csv")):
+        with open(path) as fin:
+            rows.extend(csv.DictReader(fin))
+    return rows
 
 
 def run_recipe(row, data, work, flags=None):

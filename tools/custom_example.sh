@@ -25,8 +25,8 @@ echo "== 1/4 generate the example data (synthetic) in $OUT/data"
 from speechbrain_sed_condmix.dataio.synth import generate_custom_example
 generate_custom_example(sys.argv[1], scale='small', seed=0)" "$OUT/data"
 
-echo "== 2/4 train recipes/DESED/SED/hparams/custom_crnn.yaml"
-"$PYTHON" recipes/DESED/SED/train.py recipes/DESED/SED/hparams/custom_crnn.yaml \
+echo "== 2/4 train recipes/Custom/SED/hparams/custom_crnn.yaml"
+"$PYTHON" recipes/Custom/SED/train.py recipes/Custom/SED/hparams/custom_crnn.yaml \
     --data_folder="$OUT/data" --output_folder="$OUT/crnn" \
     --number_of_epochs=15 --valid_every_n_epochs=5 --rampup_epochs=3 \
     --batch_sizes=[6,6] --cnn_filters=[8,16,32,32,32,32,32] --rnn_hidden=64 \

@@ -37,7 +37,7 @@ CLASSES = sorted(CUSTOM_EXAMPLE_CLASSES)
 CUSTOM_ROWS = {
     Path(r["Hparam_file"]).stem: r
     for r in recipe_rows()
-    if r["Dataset"] == "custom"
+    if r["Dataset"] == "Custom"
 }
 CUSTOM_ROW = CUSTOM_ROWS["custom_crnn"]
 
@@ -55,7 +55,7 @@ def custom_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def custom_run(custom_data, tmp_path_factory):
-    """The custom_crnn row of tests/recipes/DESED.csv, one tiny epoch."""
+    """The custom_crnn row of tests/recipes/Custom.csv, one tiny epoch."""
     work = tmp_path_factory.mktemp("custom_run")
     out, _ = run_recipe(CUSTOM_ROW, custom_data, work, row_flags(custom_data))
     return out
@@ -479,7 +479,7 @@ def test_no_desed_class_names_outside_the_desed_prep():
             if isinstance(node, ast.alias) and node.name == "DESED_CLASSES":
                 found.append(f"{rel}: imports DESED_CLASSES")
     assert not found, found
-    custom = (REPO / "recipes/DESED/SED/hparams/custom_crnn.yaml").read_text()
+    custom = (REPO / "recipes/Custom/SED/hparams/custom_crnn.yaml").read_text()
     # whole words: "SpeechBrain" is not the class "Speech"
     named = [c for c in DESED_CLASSES if re.search(rf"\b{c}\b", custom)]
     assert not named

@@ -8,7 +8,7 @@ import pytest
 from speechbrain.utils.run_opts import RunOptions
 
 REPO = Path(__file__).resolve().parents[2]
-HPARAMS = sorted((REPO / "recipes/DESED").rglob("hparams/*.yaml"))
+HPARAMS = sorted((REPO / "recipes").rglob("hparams/*.yaml"))
 CODE = [
     REPO / "recipes/DESED/SED/train.py",
     *sorted((REPO / "speechbrain_sed_condmix").rglob("*.py")),

@@ -9,8 +9,9 @@
 
 The same command runs on generated mini-DESED (``sed-mini-desed``), which
 shares DESED's layout. Your own data (the generic TSV format, any classes):
-``python train.py hparams/custom_crnn.yaml --data_folder=...``, whose
-``prepare`` key names ``prepare_sed_dataset``. Multi-GPU:
+``python recipes/Custom/SED/train.py recipes/Custom/SED/hparams/custom_crnn.yaml
+--data_folder=...`` (that ``train.py`` links to this one), whose ``prepare``
+key names ``prepare_sed_dataset``. Multi-GPU:
 ``torchrun --nproc_per_node=N train.py ...``.
 
 Authors

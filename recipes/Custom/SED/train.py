@@ -1,0 +1,1 @@
+../../DESED/SED/train.py
