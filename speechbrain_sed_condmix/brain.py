@@ -108,6 +108,8 @@ class SEDBrain(sb.Brain):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.hparams.objective.check(self.hparams.teacher_input, self.modules)
+        none = torch.zeros(0, dtype=torch.bool)
+        subset_groups(none, none, self.hparams.mix_subsets)  # names known?
         # SpeechBrain 1.1 keeps --optimizer_step_limit=N as a string.
         if isinstance(self.optimizer_step_limit, str):
             self.optimizer_step_limit = int(self.optimizer_step_limit)

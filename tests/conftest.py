@@ -89,7 +89,7 @@ def make_experiment():
 
 
 def recipe_rows():
-    """The rows of every tests/recipes/*.csv (SpeechBrain recipe-test format)."""
+    """The rows of all tests/recipes/*.csv (SpeechBrain recipe-test format)."""
     import csv
 
     rows = []

@@ -77,7 +77,7 @@ def prepare_data(hparams):
     return prepare(**kwargs, progress=False)
 
 
-def brain_hparams(hparams):
+def brain_hparams(hparams, hparams_file):
     """The hyperparameters that SEDBrain reads, and nothing else.
 
     Listing them here keeps the contract between the YAML and the Brain in
@@ -89,8 +89,18 @@ def brain_hparams(hparams):
     run_options = {
         key: hparams[key] for key in RunOptions().as_dict() if key in hparams
     }
+    try:
+        return {**run_options, **_brain_keys(hparams)}
+    except KeyError as missing:
+        raise SystemExit(
+            f"{hparams_file}: no key {missing}, which SEDBrain reads (see "
+            "brain_hparams in train.py and the recipe YAMLs)"
+        ) from None
+
+
+def _brain_keys(hparams):
+    """SEDBrain's keys, read from the YAML (a missing one: KeyError)."""
     return {
-        **run_options,
         "encoder": hparams["encoder"],
         "objective": hparams["objective"],
         "lr_schedule": hparams["lr_schedule"],
@@ -191,7 +201,7 @@ if __name__ == "__main__":
     brain = SEDBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
-        hparams=brain_hparams(hparams),
+        hparams=brain_hparams(hparams, hparams_file),
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
