@@ -23,7 +23,9 @@ def recipe_command(recipe, data, prep, out, *extra):
 
     ``extra`` flags replace the row's flags of the same name.
     """
-    row = next(r for r in recipe_rows() if r["Hparam_file"].endswith(recipe))
+    row = next(
+        r for r in recipe_rows() if r["Hparam_file"].endswith("/" + recipe)
+    )
     given = {flag.split("=")[0] for flag in extra}
     replaced = given | {"--batch_sizes"}
     flags = [
