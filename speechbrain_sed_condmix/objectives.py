@@ -84,8 +84,10 @@ class EpochRampUp:
 class LossTerm(torch.nn.Module):
     """One weighted loss term of an :class:`SEDObjective`.
 
-    Subclasses define :meth:`row_losses`: the ``[B]`` loss of each row and
-    the boolean ``[B]`` rows the term acts on (None: every row).
+    Unsupervised terms define :meth:`row_losses`: the ``[B]`` loss of each
+    row and the boolean ``[B]`` rows the term acts on (None: every row),
+    which :class:`SEDObjective` normalises. Supervised terms
+    (``unsupervised = False``) define ``loss``, their scalar loss.
 
     Arguments
     ---------
@@ -476,5 +478,7 @@ class SEDObjective(torch.nn.Module):
         """A term's scalar from its row losses and rows."""
         if self.normalisation == "rows" or mask is None:
             return losses.masked_mean(rows, mask)
+        # Indexing rather than rows * mask: a NaN outside the term's rows
+        # stays out of it, as with the per-row mean.
         mask = mask.bool().to(rows.device)
-        return (rows * mask).sum() / len(rows)
+        return rows[mask].sum() / len(rows)
