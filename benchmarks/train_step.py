@@ -101,18 +101,44 @@ def synthetic_batch(subsets, sizes, encoder, seed):
     return PaddedBatch(items)
 
 
-def measure(config, args):
-    """Step times and memory of one ``system@layout``."""
+def parse_overrides(items):
+    """``["key=YAML value", ...]`` as a dict of recipe overrides."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: override {item!r} is not KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def build_brain(
+    name,
+    crnn_batch,
+    atst_batch,
+    device,
+    dtype,
+    layout="channels_last",
+    overrides=(),
+):
+    """A ``SEDBrain`` of system ``name`` ready to ``fit_batch``.
+
+    Returns the brain, two synthetic batches and the batch sizes.
+    """
     import speechbrain as sb
-    import torch
 
     from speechbrain_sed_condmix.brain import SEDBrain
 
-    name, layout = config.split("@")
-    recipe, overrides = SYSTEMS[name]
+    recipe, system_overrides = SYSTEMS[name]
     family = "atst" if recipe.startswith("atst") else "crnn"
-    sizes = args.atst_batch_sizes if family == "atst" else args.crnn_batch
-    overrides = {**overrides, "channels_last": layout == "channels_last"}
+    sizes = atst_batch if family == "atst" else crnn_batch
+    overrides = {
+        **system_overrides,
+        "channels_last": layout == "channels_last",
+        **parse_overrides(overrides),
+    }
     hparams = load_recipe(recipe, overrides)
     subsets = hparams["train_subsets"]
     if len(sizes) != len(subsets):
@@ -121,7 +147,7 @@ def measure(config, args):
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
         hparams=hparams,
-        run_opts={"device": args.device, "precision": args.dtype},
+        run_opts={"device": device, "precision": dtype},
         checkpointer=None,
     )
     brain.steps_per_epoch = STEPS_PER_EPOCH
@@ -132,6 +158,32 @@ def measure(config, args):
         synthetic_batch(subsets, sizes, hparams["encoder"], seed)
         for seed in range(2)
     ]
+    brain.bench_info = {
+        "recipe": recipe,
+        "overrides": overrides,
+        "subsets": subsets,
+        "family": family,
+    }
+    return brain, batches, dict(zip(subsets, sizes))
+
+
+def measure(config, args):
+    """Step times and memory of one ``system@layout``."""
+    import torch
+
+    name, layout = config.split("@")
+    brain, batches, batch_sizes = build_brain(
+        name,
+        args.crnn_batch,
+        args.atst_batch_sizes,
+        args.device,
+        args.dtype,
+        layout,
+        args.override,
+    )
+    info = brain.bench_info
+    subsets, family = info["subsets"], info["family"]
+    sizes = list(batch_sizes.values())
     device_type = "cuda" if args.device.startswith("cuda") else "cpu"
     rss_before = max_rss_mib()
     times = []
@@ -154,9 +206,9 @@ def measure(config, args):
     return {
         "system": name,
         "layout": layout,
-        "recipe": recipe,
-        "overrides": overrides,
-        "batch_sizes": dict(zip(subsets, sizes)),
+        "recipe": info["recipe"],
+        "overrides": info["overrides"],
+        "batch_sizes": batch_sizes,
         "paper_batch_sizes": dict(zip(subsets, PAPER_BATCH[family])),
         "batch_total": n,
         "trainable_student_parameters": trained,
@@ -198,6 +250,14 @@ def main(argv=None):
         default=["channels_last"],
         help="memory layouts of the convolution weights to time",
     )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=YAML",
+        help="recipe override for every system, e.g. --override "
+        "cnn_filters=[8,16,32,32,32,32,32] (repeatable)",
+    )
     add_run_arguments(parser, repeats=2)
     args = parser.parse_args(argv)
 
@@ -211,6 +271,7 @@ def main(argv=None):
         "--atst-batch-sizes",
         *map(str, args.atst_batch_sizes),
         *run_arguments(args),
+        *(f"--override={item}" for item in args.override),
     ]
     result = {
         "benchmark": "train_step",
