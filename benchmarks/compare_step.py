@@ -131,7 +131,7 @@ def git_commit(checkout):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkouts", nargs="+", required=True)
+    parser.add_argument("--checkouts", nargs="+")
     parser.add_argument("--config", choices=list(CONFIGS), default="paper")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
@@ -143,6 +143,8 @@ def main(argv=None):
     if args.child:
         print(json.dumps(child(args.child, args.config, args)))
         return
+    if not args.checkouts:
+        parser.error("--checkouts is required")
     checkouts = [str(Path(c).resolve()) for c in args.checkouts]
     runs = []
     for r in range(args.rounds):

@@ -25,6 +25,7 @@ from speechbrain_sed_condmix.lobes.dropout import (
     BitMaskDropout,
     dropout_avg_pool,
 )
+from speechbrain_sed_condmix.lobes.rnn import BidirectionalGRU
 
 
 class SEDOutput(NamedTuple):
@@ -321,55 +322,6 @@ class CNN(nn.Module):
                 x = layer(x)
                 i += 1
         return x
-
-
-class BidirectionalGRU(nn.Module):
-    """A batch-first bidirectional GRU held in ``self.rnn``.
-
-    Arguments
-    ---------
-    input_size : int
-        Input feature size.
-    hidden_size : int
-        Hidden size per direction.
-    num_layers : int
-        Number of stacked layers.
-    dropout : float
-        Dropout between GRU layers.
-
-    Example
-    -------
-    >>> rnn = BidirectionalGRU(8, 4)
-    >>> rnn(torch.randn(2, 5, 8)).shape
-    torch.Size([2, 5, 8])
-    """
-
-    def __init__(self, input_size, hidden_size, num_layers=2, dropout=0.0):
-        super().__init__()
-        self.rnn = nn.GRU(
-            input_size,
-            hidden_size,
-            num_layers=num_layers,
-            dropout=dropout,
-            bidirectional=True,
-            batch_first=True,
-        )
-
-    def forward(self, x):
-        """Run the GRU.
-
-        Arguments
-        ---------
-        x : torch.Tensor
-            Input, [batch, time, input_size].
-
-        Returns
-        -------
-        torch.Tensor
-            Output, [batch, time, 2 * hidden_size].
-        """
-        out, _ = self.rnn(x)
-        return out
 
 
 class CRNN(nn.Module):
