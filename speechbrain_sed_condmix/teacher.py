@@ -47,6 +47,16 @@ def unwrap_module(module):
             return module
 
 
+def _ema_(targets, sources, alpha):
+    """``t <- alpha * t + (1 - alpha) * s`` for each pair, in place.
+
+    Sources of another dtype are cast to the target's first.
+    """
+    sources = [s.to(t.dtype) for t, s in zip(targets, sources)]
+    torch._foreach_mul_(targets, alpha)
+    torch._foreach_add_(targets, sources, alpha=1.0 - alpha)
+
+
 class EMATeacher(nn.Module):
     """Mean Teacher model whose parameters track the student by EMA.
 
@@ -208,18 +218,26 @@ class EMATeacher(nn.Module):
                 f"Teacher has {len(t_params)} parameters, student "
                 f"{len(s_params)}: not the same architecture"
             )
-        for p_t, p_s in zip(t_params, s_params):
-            p_t.mul_(alpha).add_(p_s.detach().to(p_t.dtype), alpha=1.0 - alpha)
+        # One multi-tensor (foreach) call per operation instead of a Python
+        # loop over parameters: the same element-wise arithmetic
+        # (t = t * alpha, then t += (1 - alpha) * s), fewer kernel launches.
+        _ema_(t_params, [p.detach() for p in s_params], alpha)
         if self.buffers == "keep":
             return
         t_bufs = list(self.model.buffers())
         s_bufs = list(student.buffers())
         if len(t_bufs) != len(s_bufs):
             raise ValueError("Teacher and student buffers differ")
+        averaged = [
+            (b_t, b_s)
+            for b_t, b_s in zip(t_bufs, s_bufs)
+            if self.buffers == "ema" and b_t.is_floating_point()
+        ]
+        if averaged:
+            _ema_(*map(list, zip(*averaged)), alpha)
         for b_t, b_s in zip(t_bufs, s_bufs):
-            if self.buffers == "ema" and b_t.is_floating_point():
-                b_t.mul_(alpha).add_(b_s.to(b_t.dtype), alpha=1.0 - alpha)
-            else:  # copies, and integer counters such as num_batches_tracked
+            if not (self.buffers == "ema" and b_t.is_floating_point()):
+                # copies, and integer counters such as num_batches_tracked
                 b_t.copy_(b_s)
 
     def forward(self, *args, **kwargs):

@@ -201,3 +201,35 @@ def test_checkpointer_round_trip(tmp_path):
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, saved[k]), k
     assert not any(p.requires_grad for p in fresh.parameters())
+
+
+def test_foreach_update_equals_the_per_parameter_loop():
+    """The multi-tensor EMA gives bit for bit what the per-parameter loop
+    ``t.mul_(alpha).add_(s, alpha=1 - alpha)`` gives, buffers included."""
+    from speechbrain_sed_condmix.lobes.crnn import CRNN
+
+    torch.manual_seed(0)
+    student = CRNN(
+        n_filters=[4, 8], pooling=[(2, 4), (2, 4)], rnn_hidden=6, n_freq=16
+    ).to(memory_format=torch.channels_last)
+    teacher = EMATeacher(student, buffers="ema")
+    student(torch.randn(3, 16, 20))  # moves the BN running statistics
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    expected_p = [p.clone() for p in teacher.model.parameters()]
+    expected_b = [b.clone() for b in teacher.model.buffers()]
+    alpha = teacher.alpha(7)
+    for t, s in zip(expected_p, student.parameters()):
+        t.mul_(alpha).add_(s.detach(), alpha=1.0 - alpha)
+    for t, s in zip(expected_b, student.buffers()):
+        if t.is_floating_point():
+            t.mul_(alpha).add_(s, alpha=1.0 - alpha)
+        else:
+            t.copy_(s)
+    teacher.update(student, step=7)
+    for got, want in zip(teacher.model.parameters(), expected_p):
+        assert torch.equal(got, want)
+    for got, want in zip(teacher.model.buffers(), expected_b):
+        assert torch.equal(got, want)
+    assert int(teacher.model.cnn.cnn.batchnorm0.num_batches_tracked) == 1
