@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, max_rss_mib  # noqa: E402
+from _common import check_device, environment, max_rss_mib  # noqa: E402
 from train_step import PAPER_BATCH, build_brain  # noqa: E402
 
 #: (label, owner attribute path on the brain, method name)
@@ -47,18 +47,21 @@ def _owner(brain, path):
     return obj
 
 
-def label_phases(brain, wall):
+def label_phases(brain, wall, sync):
     """Wrap each phase's method in ``record_function`` (instance level).
 
-    ``wall`` (a dict) also accumulates each phase's wall time.
+    ``wall`` (a dict) also accumulates each phase's wall time; ``sync`` is
+    called before each clock reading (``torch.cuda.synchronize`` on a GPU).
     """
     import torch
 
     def wrap(label, method):
         def labelled(*args, **kwargs):
+            sync()
             start = time.perf_counter()
             with torch.profiler.record_function(f"phase::{label}"):
                 out = method(*args, **kwargs)
+            sync()
             wall[label] = wall.get(label, 0.0) + time.perf_counter() - start
             return out
 
@@ -82,9 +85,11 @@ def label_phases(brain, wall):
         original = torch.Tensor.backward
 
         def backward(self, *args, **kwargs):
+            sync()
             start = time.perf_counter()
             with torch.profiler.record_function("phase::backward"):
                 out = original(self, *args, **kwargs)
+            sync()
             wall["backward"] = (
                 wall.get("backward", 0.0) + time.perf_counter() - start
             )
@@ -99,23 +104,26 @@ def label_phases(brain, wall):
     brain.fit_batch = fit_batch_labelled
 
 
-def summarise(prof, n_steps, top):
-    """Phase totals and the top operators by self CPU time, per step."""
+def summarise(prof, n_steps, top, cuda):
+    """Phase totals and the top operators by self CPU (or GPU) time, per
+    step."""
     events = prof.key_averages()
     phases = {}
     ops = []
     for ev in events:
         if ev.key.startswith("phase::"):
             phases[ev.key[7:]] = ev.cpu_time_total / 1e6 / n_steps
-        else:
-            ops.append(
-                {
-                    "op": ev.key,
-                    "self_cpu_s": ev.self_cpu_time_total / 1e6 / n_steps,
-                    "calls": ev.count // n_steps,
-                }
-            )
-    ops.sort(key=lambda o: -o["self_cpu_s"])
+            continue
+        op = {
+            "op": ev.key,
+            "self_cpu_s": ev.self_cpu_time_total / 1e6 / n_steps,
+            "calls": ev.count // n_steps,
+        }
+        if cuda:
+            op["self_device_s"] = ev.self_device_time_total / 1e6 / n_steps
+        ops.append(op)
+    key = "self_device_s" if cuda else "self_cpu_s"
+    ops.sort(key=lambda o: -o[key])
     return phases, ops[:top]
 
 
@@ -156,6 +164,7 @@ def main(argv=None):
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_device(args.device)
     brain, batches, sizes = build_brain(
         args.system,
         args.crnn_batch,
@@ -166,20 +175,26 @@ def main(argv=None):
     )
     for i in range(args.warmup):
         brain.fit_batch(batches[i % 2])
+    cuda = args.device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     phase_wall = {}
-    label_phases(brain, phase_wall)
+    label_phases(brain, phase_wall, sync)
     # First without the profiler (phase wall times), then under it (ops).
+    sync()
     start = time.perf_counter()
     for i in range(args.steps):
         brain.fit_batch(batches[i % 2])
+    sync()
     wall = (time.perf_counter() - start) / args.steps
     unprofiled = {k: v / args.steps for k, v in phase_wall.items()}
-    with torch.profiler.profile(
-        activities=[torch.profiler.ProfilerActivity.CPU]
-    ) as prof:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
         for i in range(args.steps):
             brain.fit_batch(batches[i % 2])
-    phases, ops = summarise(prof, args.steps, args.top)
+        sync()
+    phases, ops = summarise(prof, args.steps, args.top, cuda)
     result = {
         "benchmark": "profile_step",
         **environment(args.device),
@@ -191,16 +206,23 @@ def main(argv=None):
             "warmup": args.warmup,
             "profiled_steps": args.steps,
             "note": "per step: step_wall_s and phases_wall_s from "
-            "perf_counter over --steps unprofiled steps; then --steps "
-            "steps under torch.profiler (CPU activities) give "
-            "phases_profiled_s (record_function labels) and the top ops",
+            "perf_counter over --steps unprofiled steps (synchronised on "
+            "CUDA); then --steps steps under torch.profiler (CPU, and CUDA "
+            "activities on a GPU) give phases_profiled_s (record_function "
+            "labels, CPU time) and the top ops by self CPU time (GPU time "
+            "on a GPU)",
         },
         "step_wall_s": wall,
         "phases_wall_s": unprofiled,
         "phases_other_wall_s": wall - sum(unprofiled.values()),
         "phases_profiled_s": phases,
-        "top_ops_self_cpu": ops,
+        "top_ops": ops,
         "peak_rss_mib": max_rss_mib(),
+        **(
+            {"peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20}
+            if cuda
+            else {}
+        ),
     }
     print(json.dumps(result, indent=1))
 

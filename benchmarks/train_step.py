@@ -167,6 +167,34 @@ def build_brain(
     return brain, batches, dict(zip(subsets, sizes))
 
 
+def flop_figures(brain, batch, step_s, args):
+    """FLOPs of one step and, with ``--peak-tflops``, the utilisation.
+
+    One extra step runs under ``torch.utils.flop_counter.FlopCounterMode``,
+    which counts the matrix products and convolutions (forward and
+    backward) that reach the dispatcher; cuDNN's fused RNN kernels are not
+    counted.
+    """
+    if not args.count_flops:
+        return {}
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        brain.fit_batch(batch)
+    flops = counter.get_total_flops()
+    out = {
+        "flops_per_step": flops,
+        "achieved_tflops": flops / step_s / 1e12,
+        "flops_note": "torch.utils.flop_counter: matmuls and convolutions",
+    }
+    if args.peak_tflops:
+        out["peak_tflops"] = args.peak_tflops
+        out["model_flop_utilisation"] = out["achieved_tflops"] / (
+            args.peak_tflops
+        )
+    return out
+
+
 def measure(config, args):
     """Step times and memory of one ``system@layout``."""
     import torch
@@ -216,6 +244,7 @@ def measure(config, args):
         "step_s_mean": mean,
         "samples_per_s": n / mean,
         "last_loss": float(loss),
+        **flop_figures(brain, batches[0], mean, args),
         **peak_memory(args.device, rss_before),
     }
 
@@ -258,6 +287,18 @@ def main(argv=None):
         help="recipe override for every system, e.g. --override "
         "cnn_filters=[8,16,32,32,32,32,32] (repeatable)",
     )
+    parser.add_argument(
+        "--count-flops",
+        action="store_true",
+        help="count the FLOPs of one extra step (FlopCounterMode)",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's peak for --dtype, to report the model FLOP "
+        "utilisation (e.g. 989 for an H200 in bf16, dense)",
+    )
     add_run_arguments(parser, repeats=2)
     args = parser.parse_args(argv)
 
@@ -272,6 +313,8 @@ def main(argv=None):
         *map(str, args.atst_batch_sizes),
         *run_arguments(args),
         *(f"--override={item}" for item in args.override),
+        *(["--count-flops"] if args.count_flops else []),
+        *(["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []),
     ]
     result = {
         "benchmark": "train_step",
