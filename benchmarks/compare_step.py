@@ -1,24 +1,26 @@
 #!/usr/bin/env python3
-"""Training step of two checkouts, interleaved in one run (issue 18).
+"""Training step of several checkouts, interleaved step by step (issue 18).
 
-Times ``SEDBrain.fit_batch`` of the ``crnn_mt`` recipe for each checkout
-in turn, ``--rounds`` times: round r runs checkout A then B (B then A on
-odd rounds), each in a fresh process with ``PYTHONPATH=<checkout>`` and
-that checkout's own recipe YAML, so that a loaded machine slows both
-alike. Each process builds the brain, runs ``--warmup`` steps, then times
-``--repeats`` steps and reports their median, its user + system CPU time
-per step and its peak RSS. The JSON gives every process's figures, the
-median over rounds per checkout and the speed-up of each checkout over the
-first.
+Times ``SEDBrain.fit_batch`` of the ``crnn_mt`` recipe for each checkout.
+Every checkout runs in its own process with ``PYTHONPATH=<checkout>`` and
+that checkout's own recipe YAML; all processes build their brain and run
+``--warmup`` steps, then the steps are taken in lockstep: one step of A,
+one of B, ..., the order reversed every round (A B, B A, A B, ...), while
+the other processes wait idle. A machine whose load changes (other users)
+then slows all checkouts alike, which timing whole runs one after the
+other does not achieve. Each process reports its step times, its user +
+system CPU time per step and its peak RSS; the JSON gives the medians per
+checkout and the speed-up of each checkout over the first.
 
 Configurations (``--config``):
 
 * ``paper``: the recipe as it is, batch [12, 12, 24];
+* ``small``: the recipe at the CPU batch of ``train_step.py``, [4, 4, 8];
 * ``demo``: the settings of ``tools/demo.py`` (narrow CRNN, no dropout,
   batch [8, 4, 4]).
 
     python benchmarks/compare_step.py --checkouts /path/to/base . \\
-        --config paper --threads 2 --rounds 3
+        --config paper --threads 2 --rounds 6
 """
 
 import argparse
@@ -37,6 +39,7 @@ from _common import environment  # noqa: E402
 
 CONFIGS = {
     "paper": {"batch_sizes": [12, 12, 24], "overrides": {}},
+    "small": {"batch_sizes": [4, 4, 8], "overrides": {}},
     "demo": {
         "batch_sizes": [8, 4, 4],
         # tools/demo.py DEMO_OVERRIDES that change the step's work.
@@ -99,21 +102,24 @@ def child(checkout, config, args):
     ]
     for i in range(args.warmup):
         brain.fit_batch(batches[i % 2])
-    times = []
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_start = usage.ru_utime + usage.ru_stime
-    for i in range(args.repeats):
+    print(json.dumps({"ready": True}), flush=True)
+    times, cpu = [], []
+    for i, line in enumerate(sys.stdin):
+        if line.strip() != "step":
+            break
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_start = usage.ru_utime + usage.ru_stime
         start = time.perf_counter()
         loss = brain.fit_batch(batches[i % 2])
         times.append(time.perf_counter() - start)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu.append(usage.ru_utime + usage.ru_stime - cpu_start)
+        print(json.dumps({"step_s": times[-1]}), flush=True)
     return {
         "checkout": str(checkout),
         "package": str(package.parent),
         "step_s": times,
-        "step_s_median": statistics.median(times),
-        "cpu_s_per_step": (usage.ru_utime + usage.ru_stime - cpu_start)
-        / args.repeats,
+        "cpu_s": cpu,
         "peak_rss_mib": usage.ru_maxrss / 1024.0,
         "last_loss": float(loss),
     }
@@ -133,9 +139,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkouts", nargs="+")
     parser.add_argument("--config", choices=list(CONFIGS), default="paper")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -146,47 +151,60 @@ def main(argv=None):
     if not args.checkouts:
         parser.error("--checkouts is required")
     checkouts = [str(Path(c).resolve()) for c in args.checkouts]
-    runs = []
+    procs = {}
+    for checkout in checkouts:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            checkout,
+            "--config",
+            args.config,
+            "--warmup",
+            str(args.warmup),
+            "--threads",
+            str(args.threads),
+        ]
+        env = {**os.environ, "PYTHONPATH": checkout}
+        procs[checkout] = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def reply(checkout):
+        # The next JSON line of the process (other output is skipped).
+        for line in procs[checkout].stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        sys.exit(f"{checkout}: the benchmark process failed")
+
+    for checkout in checkouts:  # built and warmed up, one after the other
+        reply(checkout)
+    load_start = os.getloadavg()
     for r in range(args.rounds):
         order = checkouts if r % 2 == 0 else checkouts[::-1]
         for checkout in order:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--child",
-                checkout,
-                "--config",
-                args.config,
-                "--warmup",
-                str(args.warmup),
-                "--repeats",
-                str(args.repeats),
-                "--threads",
-                str(args.threads),
-            ]
-            env = {**os.environ, "PYTHONPATH": checkout}
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if out.returncode:
-                sys.exit(f"{checkout} failed:\n{out.stderr[-3000:]}")
-            record = json.loads(out.stdout.strip().splitlines()[-1])
-            record["round"] = r
-            runs.append(record)
-            print(
-                f"round {r} {checkout}: {record['step_s_median']:.3f} s/step",
-                file=sys.stderr,
-            )
-    summary = {}
+            procs[checkout].stdin.write("step\n")
+            procs[checkout].stdin.flush()
+            step = reply(checkout)["step_s"]
+            print(f"round {r} {checkout}: {step:.3f} s", file=sys.stderr)
+    runs = []
     for checkout in checkouts:
-        mine = [x for x in runs if x["checkout"] == checkout]
-        summary[checkout] = {
-            "commit": git_commit(checkout),
-            "step_s_median": statistics.median(
-                t for x in mine for t in x["step_s"]
-            ),
-            "cpu_s_per_step_median": statistics.median(
-                x["cpu_s_per_step"] for x in mine
-            ),
-            "peak_rss_mib_max": max(x["peak_rss_mib"] for x in mine),
+        procs[checkout].stdin.write("done\n")
+        procs[checkout].stdin.flush()
+        runs.append(reply(checkout))
+        procs[checkout].wait()
+    summary = {}
+    for record in runs:
+        summary[record["checkout"]] = {
+            "commit": git_commit(record["checkout"]),
+            "step_s_median": statistics.median(record["step_s"]),
+            "step_s_min": min(record["step_s"]),
+            "cpu_s_per_step_median": statistics.median(record["cpu_s"]),
+            "peak_rss_mib": record["peak_rss_mib"],
         }
     first = summary[checkouts[0]]["step_s_median"]
     for item in summary.values():
@@ -206,12 +224,14 @@ def main(argv=None):
                     "threads": args.threads,
                     "rounds": args.rounds,
                     "warmup": args.warmup,
-                    "repeats": args.repeats,
+                    "timing": "lockstep: one step per checkout per round, "
+                    "order reversed every round; one process per checkout",
                     "malloc_env": {
                         k: v
                         for k, v in os.environ.items()
                         if k.startswith("MALLOC_")
                     },
+                    "load_average_at_start": load_start,
                     "load_average_at_end": os.getloadavg(),
                 },
                 "summary": summary,
