@@ -27,12 +27,14 @@ mkdir -p "$OUT"
 if [ "$CHECK" = 1 ]; then
     DEV=cpu CRNN="1 1 2" ATST="1 1 1 1" STEPS="--warmup 0 --repeats 1"
     RTF_BATCH="1 2" WORKERS="0 1" SYSTEMS="crnn_mt atst_sed_tiny"
+    RTF="--models crnn atst_sed_tiny --warmup 0 --repeats 1"
 else
     "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available()
 else "error: CUDA is not available (--cpu-check runs the commands on CPU)")' \
         || exit 1
     DEV=cuda CRNN="12 12 24" ATST="24 24 48 48" STEPS="--warmup 3 --repeats 5"
     RTF_BATCH="1 32" WORKERS="0 4 8" SYSTEMS="crnn_mt atst_sed_base"
+    RTF="--models crnn atst_sed_base --warmup 3 --repeats 10"
 fi
 PEAK="${PEAK_TFLOPS:-989}"
 start=$SECONDS
@@ -47,8 +49,8 @@ run() {  # $1: output name; the rest: the command
 # shellcheck disable=SC2086  # the size lists are meant to split
 for dtype in fp32 bf16; do
     run "inference_rtf_$dtype" "$PY" benchmarks/inference_rtf.py \
-        --device "$DEV" --dtype "$dtype" --batch-sizes $RTF_BATCH \
-        --warmup 3 --repeats 10 --optimize none fused
+        --device "$DEV" --dtype "$dtype" --batch-sizes $RTF_BATCH $RTF \
+        --optimize none fused
     peak=()
     [ "$dtype" = bf16 ] && peak=(--peak-tflops "$PEAK")
     run "train_step_$dtype" "$PY" benchmarks/train_step.py --device "$DEV" \
@@ -69,6 +71,7 @@ done
 # Clips/s the loader gives with N workers, to set against the clips/s the
 # training steps above consume (samples_per_s in train_step_*.json).
 # shellcheck disable=SC2086
-run data_loading "$PY" benchmarks/data_loading.py --workers $WORKERS
+run data_loading "$PY" benchmarks/data_loading.py --workers $WORKERS \
+    --epochs "$([ "$CHECK" = 1 ] && echo 1 || echo 20)"
 echo "gpu.sh: done in $((SECONDS - start)) s; JSON in $OUT" >&2
 exit "$failed"

@@ -177,10 +177,18 @@ def flop_figures(brain, batch, step_s, args):
     """
     if not args.count_flops:
         return {}
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        brain.fit_batch(batch)
+    # One thread: the GRU then runs without its thread-switching autograd
+    # function, whose inner autograd.grad the counter's hooks reject.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            brain.fit_batch(batch)
+    finally:
+        torch.set_num_threads(threads)
     flops = counter.get_total_flops()
     out = {
         "flops_per_step": flops,

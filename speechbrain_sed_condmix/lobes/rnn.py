@@ -10,7 +10,10 @@ thread and 7-25 s with two (``benchmarks/profile_step.py`` points there).
 :func:`run_with_threads` runs a function's forward, and its backward, with
 ``torch.set_num_threads(n)`` and restores the previous count after each;
 :class:`BidirectionalGRU` runs its GRU so, with one thread by default. The
-result is the same computation: only the thread count changes.
+result is the same computation: only the thread count changes. The backward
+differentiates the GRU's own graph with ``torch.autograd.grad``, which
+module backward hooks on the GRU (and ``FlopCounterMode``) do not support:
+use ``cpu_threads=None`` (or one torch thread) with those.
 
 Authors
 -------
