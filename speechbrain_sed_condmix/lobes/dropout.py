@@ -44,7 +44,7 @@ def keep_mask(like, p):
     like : torch.Tensor
         The tensor to drop out; the mask gets its shape, device and memory
         layout (contiguous or channels-last), so that the product with it
-        runs in one pass.
+        runs in one pass. The values do not depend on the layout.
     p : float
         Drop probability, in [0, 1).
 
@@ -70,9 +70,6 @@ def keep_mask(like, p):
         and not like.is_contiguous()
         and like.is_contiguous(memory_format=torch.channels_last)
     )
-    if channels_last:  # draw in memory order, then view as [B, C, H, W]
-        b, c, h, w = shape
-        shape = (b, h, w, c)
     n = like.numel()
     if p == 0.5:
         # One random byte gives 8 mask elements, one bit each.
@@ -85,7 +82,11 @@ def keep_mask(like, p):
         mask = raw.random_().ge(int(p * 256))
     else:
         mask = torch.rand(shape, device=like.device).ge(p)
-    return mask.permute(0, 3, 1, 2) if channels_last else mask
+    if channels_last:
+        # Drawn in logical order, so that a seed gives the same mask in
+        # either layout; stored like ``like`` for a one-pass product.
+        return mask.contiguous(memory_format=torch.channels_last)
+    return mask
 
 
 class _MaskedAvgPool(torch.autograd.Function):

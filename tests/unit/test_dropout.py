@@ -38,6 +38,8 @@ def test_keep_mask_layout_and_seed():
     assert torch.equal(a, b)
     assert a.shape == x.shape
     assert a.is_contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(1)  # the same values in the default layout
+    assert torch.equal(keep_mask(x.contiguous(), 0.5), a)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         keep_mask(x, 1.0)
 
