@@ -37,6 +37,9 @@ OVERRIDES = {
     "rampup_epochs": 1,
     "mixup_prob": 0.5,
     "channels_last": False,
+    # Off: the dropout masks changed with the fast dropout (bits, not
+    # uniform draws), which is not what this fixture checks.
+    "dropout": 0.0,
 }
 
 
