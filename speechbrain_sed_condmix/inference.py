@@ -58,6 +58,7 @@ from speechbrain_sed_condmix.csebbs import sebbs_available
 from speechbrain_sed_condmix.dataio.prep import mono_at_rate
 from speechbrain_sed_condmix.lobes.fusion import optimize_for_inference
 from speechbrain_sed_condmix.postprocessing import PostProcessing
+from speechbrain_sed_condmix.safe_load import load_checkpoint
 from speechbrain_sed_condmix.scores import EVENT_COLUMNS, TIME_DECIMALS
 
 logger = logging.getLogger(__name__)
@@ -683,7 +684,7 @@ def _model_state(checkpoint_dir, weights):
     path = Path(checkpoint_dir) / f"{weights}.ckpt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     if weights == "teacher":
         # EMATeacher.state_dict(): the network sits under "model."
         prefix = "model."

@@ -11,8 +11,7 @@ Authors
 import logging
 from pathlib import Path
 
-import torch
-
+from speechbrain_sed_condmix.safe_load import load_checkpoint
 from speechbrain_sed_condmix.teacher import unwrap_module
 
 logger = logging.getLogger(__name__)
@@ -74,6 +73,7 @@ def load_pretrained(
     atst_random_init=False,
     stage1_key=None,
     metadata=None,
+    trust_checkpoint=False,
 ):
     """Load pretrained weights into the student and its EMA teacher.
 
@@ -103,6 +103,12 @@ def load_pretrained(
     metadata : ModelMetadata, optional
         The classes and front end of the YAML: a stage-1 checkpoint that
         records others is refused with a message naming both.
+    trust_checkpoint : bool
+        Unpickle the checkpoint files in full, which can run code stored in
+        them (only for files from a trusted source). By default they are
+        read with :func:`~speechbrain_sed_condmix.safe_load.load_checkpoint`,
+        which runs no code from them and refuses files that hold more than
+        weights and plain values.
 
     Returns
     -------
@@ -117,7 +123,7 @@ def load_pretrained(
             metadata.check_folder(folder)
         for name, module in (("student", student), ("teacher", teacher)):
             path = folder / f"{name}.ckpt"
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_checkpoint(path, trust_checkpoint=trust_checkpoint)
             try:
                 module.load_state_dict(state, strict=True)
             except RuntimeError as err:
@@ -139,7 +145,9 @@ def load_pretrained(
     )
 
     if atst_ckpt:
-        n = load_atst_checkpoint(branch.atst, atst_ckpt)
+        n = load_atst_checkpoint(
+            branch.atst, atst_ckpt, trust_checkpoint=trust_checkpoint
+        )
         teacher.model.atst_frame.atst.load_state_dict(branch.atst.state_dict())
         if getattr(student, "atst_trainable", False):
             logger.warning(

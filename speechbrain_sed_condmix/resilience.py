@@ -20,6 +20,8 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 
+from speechbrain_sed_condmix.safe_load import load_checkpoint
+
 logger = logging.getLogger(__name__)
 
 
@@ -78,8 +80,8 @@ class TrainingState:
         was saved, and the resumed run draws it again when it re-creates
         the loader's iterator.
         """
-        # The state holds NumPy and Python objects: not weights-only.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # NumPy arrays and Python tuples: on the safe loader's allow-list.
+        state = load_checkpoint(path)
         self.bad_audio = list(state["bad_audio"])
         if end_of_epoch:
             self.pending = None

@@ -18,12 +18,13 @@ Authors
 """
 
 import os
-import warnings
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from speechbrain_sed_condmix.safe_load import load_checkpoint
 
 ATST_CHECKPOINT_HELP = (
     "ATST-SED needs pretrained ATST-Frame weights. The ATST-SED README "
@@ -422,19 +423,6 @@ class ATSTFrame(nn.Module):
         return groups
 
 
-def _read_checkpoint(path):
-    """torch.load on CPU, preferring ``weights_only=True``."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # the refusal type varies across versions
-        warnings.warn(
-            f"Loading {path} with weights_only=True failed ({err}); retrying "
-            "with weights_only=False. Only do this for files you trust.",
-            stacklevel=3,
-        )
-        return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def _show_keys(keys):
     """Sorted key list for error messages, cut after a few entries."""
     keys = sorted(keys)
@@ -480,7 +468,7 @@ def _map_atst_key(key):
     return False, None
 
 
-def load_atst_checkpoint(model, path):
+def load_atst_checkpoint(model, path, *, trust_checkpoint=False):
     """Load pretrained ATST-Frame weights into an :class:`ATSTFrame`.
 
     The file is a Lightning checkpoint (weights under ``"state_dict"``) or
@@ -500,12 +488,20 @@ def load_atst_checkpoint(model, path):
     ignored. A dict without any of these prefixes is taken as a bare
     ``FrameAST`` state dict. Loading is strict.
 
+    A file is read with
+    :func:`~speechbrain_sed_condmix.safe_load.load_checkpoint`, which runs
+    no code from it.
+
     Arguments
     ---------
     model : ATSTFrame
         Encoder to load into.
     path : str, os.PathLike or Mapping
         Checkpoint path, or an already loaded checkpoint or state dict.
+    trust_checkpoint : bool
+        Unpickle the file in full, which can run code stored in it (only
+        for files from a trusted source); see
+        :func:`~speechbrain_sed_condmix.safe_load.load_checkpoint`.
 
     Returns
     -------
@@ -534,7 +530,8 @@ def load_atst_checkpoint(model, path):
     if isinstance(path, Mapping):
         ckpt, source = path, "<state dict>"
     else:
-        ckpt, source = _read_checkpoint(path), os.fspath(path)
+        ckpt = load_checkpoint(path, trust_checkpoint=trust_checkpoint)
+        source = os.fspath(path)
     if not isinstance(ckpt, Mapping):
         raise ValueError(
             f"{source} is not an ATST-Frame checkpoint: expected a dict, "

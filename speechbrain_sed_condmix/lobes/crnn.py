@@ -14,7 +14,6 @@ Authors
 * speechbrain-sed-condmix contributors 2026
 """
 
-import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -28,6 +27,7 @@ from speechbrain_sed_condmix.lobes.dropout import (
 )
 from speechbrain_sed_condmix.lobes.gates import GLU, ContextGating
 from speechbrain_sed_condmix.lobes.rnn import BidirectionalGRU
+from speechbrain_sed_condmix.safe_load import load_checkpoint
 
 
 class SEDOutput(NamedTuple):
@@ -492,24 +492,8 @@ def classification_heads(h, dense, dense_softmax=None, frame_mask=None):
 _DESED_PREFIXES = {"student": "sed_student.", "teacher": "sed_teacher."}
 
 
-def _load_checkpoint(path, weights_only):
-    """torch.load on CPU, preferring ``weights_only=True``."""
-    if weights_only is not None:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # the refusal type varies across versions
-        warnings.warn(
-            f"Loading {path} with weights_only=True failed ({err}); "
-            "retrying with weights_only=False. Only do this for files you "
-            "trust (pass weights_only=True to forbid it).",
-            stacklevel=3,
-        )
-        return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def load_desed_task_state_dict(
-    model, state_dict_or_path, which="student", weights_only=None
+    model, state_dict_or_path, which="student", *, trust_checkpoint=False
 ):
     """Load DESED_task (DCASE Task 4 baseline) CRNN weights into a CRNN.
 
@@ -539,10 +523,11 @@ def load_desed_task_state_dict(
         Checkpoint path or an already loaded checkpoint / state dict.
     which : str
         ``"student"`` or ``"teacher"``.
-    weights_only : bool or None
-        Passed to :func:`torch.load` for paths. None tries True first and
-        falls back to False (with a warning) for checkpoints holding
-        other Python objects.
+    trust_checkpoint : bool
+        For a path: unpickle the file in full, which can run code stored in
+        it (only for files from a trusted source). By default it is read
+        with :func:`~speechbrain_sed_condmix.safe_load.load_checkpoint`,
+        which runs no code from it.
 
     Returns
     -------
@@ -571,7 +556,9 @@ def load_desed_task_state_dict(
     if isinstance(state_dict_or_path, Mapping):
         ckpt = state_dict_or_path
     else:
-        ckpt = _load_checkpoint(state_dict_or_path, weights_only)
+        ckpt = load_checkpoint(
+            state_dict_or_path, trust_checkpoint=trust_checkpoint
+        )
     if not isinstance(ckpt, Mapping):
         raise ValueError(f"Expected a dict checkpoint, got {type(ckpt)}")
     sd = ckpt.get("state_dict", ckpt)

@@ -7,6 +7,7 @@ Authors
 
 import argparse
 import math
+import warnings
 
 import pytest
 import torch
@@ -323,7 +324,9 @@ def test_bare_state_dict_and_str_path(tmp_path):
     assert torch.equal(dst.pos_embed, _small(2).pos_embed)
 
 
-def test_non_weights_only_checkpoint_falls_back(tmp_path):
+def test_lightning_checkpoint_with_a_namespace_loads_safely(tmp_path):
+    """The Namespace of hyper-parameters is on the safe loader's allow-list:
+    no opt-in, no warning (tests/unit/test_safe_load.py has the rest)."""
     src, dst = _small(0), _small(1)
     path = tmp_path / "lightning.ckpt"
     ckpt = {
@@ -331,7 +334,8 @@ def test_non_weights_only_checkpoint_falls_back(tmp_path):
         "hyper_parameters": {"args": argparse.Namespace(lr=1e-3)},
     }
     torch.save(ckpt, str(path))
-    with pytest.warns(UserWarning, match="weights_only"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         assert load_atst_checkpoint(dst, path) == 28
     assert torch.equal(dst.norm_frame.weight, src.norm_frame.weight)
 
