@@ -194,6 +194,7 @@ if __name__ == "__main__":
         atst_random_init=hparams.get("atst_random_init", False),
         stage1_key=hparams.get("stage1_selection_key"),
         metadata=metadata,
+        trust_checkpoint=hparams.get("trust_checkpoint", False),
     )
     manifests = prepare_data(hparams)
     train_set, sampler, valid_set, test_set = dataio_prep(hparams, manifests)
