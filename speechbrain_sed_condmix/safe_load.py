@@ -35,6 +35,7 @@ import os
 import pathlib
 import pickle
 import re
+import struct
 import zipfile
 
 import numpy as np
@@ -185,12 +186,32 @@ def _corrupt(path, err):
     )
 
 
+# Words of the errors torch raises for a damaged file (zip reader, legacy
+# format reader).
+_READ_ERROR_WORDS = ("PytorchStreamReader", "zip", "EOF", "corrupt", "magic")
+
+
+def _is_read_error(err):
+    """Whether ``err`` from torch.load means the file itself is damaged."""
+    if isinstance(err, (EOFError, KeyError, struct.error, zipfile.BadZipFile)):
+        return True
+    return isinstance(err, RuntimeError) and any(
+        word in str(err) for word in _READ_ERROR_WORDS
+    )
+
+
 def _weights_only_reason(err):
-    """The unpickler's own reason inside torch's long refusal message."""
+    """``(refused global or None, reason)`` from torch's long refusal."""
     text = str(err)
     found = re.search(r"GLOBAL (\S+)", text)
     if found:
         return found.group(1), f"GLOBAL {found.group(1)}"
+    # "Can only build ... types allowlisted via add_safe_globals, but got
+    # <class 'numpy.dtypes.ObjectDType'>": an allowed constructor made an
+    # object of a type that is not allowed.
+    found = re.search(r"but got <class '([^']+)'>", text)
+    if found:
+        return found.group(1), f"an object of type {found.group(1)}"
     lines = [
         line.strip()
         for line in text.split("WeightsUnpickler error:")[-1].splitlines()
@@ -225,10 +246,14 @@ def _load_weights_only(path, map_location, opt_in):
             )
         except pickle.UnpicklingError as err:
             name, reason = _weights_only_reason(err)
+            if name is None and "truncated" in reason:
+                raise _corrupt(path, err) from None
             refused = [name] if name else []
             raise _refusal(path, refused, reason, opt_in) from None
-        except (EOFError, RuntimeError, KeyError, zipfile.BadZipFile) as err:
-            raise _corrupt(path, err) from None
+        except Exception as err:
+            if _is_read_error(err):
+                raise _corrupt(path, err) from None
+            raise
 
 
 def load_checkpoint(
@@ -298,11 +323,8 @@ def load_checkpoint(
     )
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
-    except (
-        EOFError,
-        KeyError,
-        RuntimeError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    ) as err:
-        raise _corrupt(path, err) from None
+    except Exception as err:
+        # A foreign file fails in the pickle reader ("invalid load key").
+        if _is_read_error(err) or isinstance(err, pickle.UnpicklingError):
+            raise _corrupt(path, err) from None
+        raise

@@ -405,8 +405,9 @@ def test_paths_load_and_foreign_ones_become_pure(tmp_path):
 def test_numpy_object_arrays_are_refused(tmp_path):
     path = tmp_path / "o.ckpt"
     torch.save({"x": np.array([{"a": 1}], dtype=object)}, path)
-    with pytest.raises(UnsafeCheckpointError, match="ObjectDType"):
+    with pytest.raises(UnsafeCheckpointError, match="ObjectDType") as err:
         load_checkpoint(path)
+    assert err.value.globals == ("numpy.dtypes.ObjectDType",)
 
 
 def test_allow_list_does_not_leak_into_torch(tmp_path, lightning_module):
@@ -498,8 +499,15 @@ def test_truncated_and_foreign_files_name_the_file(tmp_path):
     good = tmp_path / "good.ckpt"
     torch.save({"w": torch.ones(100)}, good)
     data = good.read_bytes()
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(
+        {"w": torch.ones(100)}, legacy, _use_new_zipfile_serialization=False
+    )
+    old_format = legacy.read_bytes()
     cases = {
         "truncated.ckpt": data[: len(data) // 2],
+        "truncated_legacy.ckpt": old_format[: len(old_format) // 2],
+        "cut_legacy_header.ckpt": old_format[:30],
         "empty.ckpt": b"",
         "notes.ckpt": b"not a checkpoint\n" * 8,
     }
