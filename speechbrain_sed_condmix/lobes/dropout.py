@@ -94,6 +94,7 @@ class _MaskedAvgPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, mask, scale, kernel):
+        """Pool the masked, rescaled input; keep only the mask."""
         ctx.save_for_backward(mask)
         ctx.scale = scale
         ctx.kernel = kernel
@@ -101,6 +102,7 @@ class _MaskedAvgPool(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        """Spread the gradient over each window, masked and rescaled."""
         (mask,) = ctx.saved_tensors
         # avg_pool2d_backward reads only the sizes and layout of its input
         # argument; an unwritten tensor of the right shape costs no pages.
@@ -165,12 +167,14 @@ class _Masked(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, mask, scale):
+        """``x * mask * scale``; keep only the mask."""
         ctx.save_for_backward(mask)
         ctx.scale = scale
         return (x * mask).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad_out):
+        """The output gradient times the mask and the scale."""
         (mask,) = ctx.saved_tensors
         return (grad_out * mask).mul_(ctx.scale), None, None
 

@@ -26,12 +26,14 @@ class _GLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
+        """Gate ``x``; keep ``x``, the linear map and the weight."""
         lin = F.linear(x.movedim(1, -1), weight, bias).movedim(-1, 1)
         ctx.save_for_backward(x, lin, weight)
         return torch.sigmoid(x).mul_(lin)
 
     @staticmethod
     def backward(ctx, grad):
+        """Gradients for ``x``, the weight and the bias."""
         x, lin, weight = ctx.saved_tensors
         sig = torch.sigmoid(x)
         grad_lin = grad * sig

@@ -66,6 +66,7 @@ class _WithThreads(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, function, n, params, x, *trainable):
+        """Run ``function(x)`` on ``n`` threads, keeping its graph."""
         with intra_op_threads(n), torch.enable_grad():
             inner_x = x.detach().requires_grad_(x.requires_grad)
             out = function(inner_x)
@@ -75,6 +76,7 @@ class _WithThreads(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        """Back-propagate through the kept graph on ``n`` threads."""
         inner_x, out, params = ctx.inner
         wanted = ([inner_x] if inner_x.requires_grad else []) + params
         with intra_op_threads(ctx.n):
