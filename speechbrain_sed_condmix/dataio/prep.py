@@ -176,6 +176,8 @@ def audio_info(path, infos, problems, tsv=None, line=None):
             info = sf.info(str(path))
             if info.frames == 0:
                 problems.append(DataProblem(str(path), None, "empty audio"))
+            elif (bad := non_finite_samples(path, info)) is not None:
+                problems.append(DataProblem(str(path), None, bad))
             else:
                 duration = info.frames / info.samplerate
         except Exception as err:  # soundfile raises several error types
@@ -185,6 +187,62 @@ def audio_info(path, infos, problems, tsv=None, line=None):
             )
     infos[path] = duration
     return duration
+
+
+def non_finite_samples(path, info=None):
+    """Describe the NaN/Inf samples of an audio file, or None if none.
+
+    Only floating-point files can hold them; integer PCM is not read. The
+    check matters because the preparation's 16-bit cache would turn them
+    into full-scale samples, which no later check can tell from audio.
+
+    Arguments
+    ---------
+    path : str or Path
+        The audio file.
+    info : soundfile.SoundFile info, optional
+        Its ``soundfile.info`` (read when not given).
+
+    Returns
+    -------
+    str or None
+        E.g. ``"3 NaN and 1 Inf sample(s) (first at 0.50 s)"``.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "nan.wav"
+    >>> wav = np.zeros(8000, dtype=np.float32)
+    >>> wav[4000:4003] = np.nan
+    >>> sf.write(path, wav, 8000, subtype="FLOAT")
+    >>> non_finite_samples(path)
+    '3 NaN sample(s) (first at 0.50 s)'
+    """
+    info = info if info is not None else sf.info(str(path))
+    if info.subtype not in ("FLOAT", "DOUBLE"):
+        return None
+    n_nan = n_inf = 0
+    first = None
+    offset = 0
+    # Blocks of about 10 s keep the memory small for long files.
+    for block in sf.blocks(str(path), blocksize=info.samplerate * 10):
+        nan, inf = np.isnan(block), np.isinf(block)
+        bad = nan | inf
+        if bad.any():
+            rows = np.nonzero(bad.reshape(len(block), -1).any(axis=1))[0]
+            if first is None:
+                first = offset + int(rows[0])
+            n_nan += int(nan.sum())
+            n_inf += int(inf.sum())
+        offset += len(block)
+    if first is None:
+        return None
+    counts = [
+        f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "Inf")) if n
+    ]
+    return (
+        f"{' and '.join(counts)} sample(s) "
+        f"(first at {first / info.samplerate:.2f} s)"
+    )
 
 
 def read_tsv(tsv, required, problems):

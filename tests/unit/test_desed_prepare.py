@@ -134,7 +134,14 @@ def make_broken_copy(mini_desed_tiny, tmp_path):
     # 1. a corrupt audio file
     corrupt = data / subset_layout("weak").audio / weak.filename[0]
     corrupt.write_bytes(b"RIFF not really a wave file")
-    # 2. an unknown label, 3. onset >= offset, 4. a duplicate row
+    # 2. a float WAV with NaN and Inf samples (the 16-bit cache would
+    # turn them into full-scale samples)
+    non_finite = data / subset_layout("weak").audio / weak.filename[1]
+    audio, rate = sf.read(non_finite, dtype="float32")
+    audio[rate : rate + 5] = float("nan")
+    audio[2 * rate] = float("inf")
+    sf.write(non_finite, audio, rate, subtype="FLOAT")
+    # 3. an unknown label, 4. onset >= offset, 5. a duplicate row
     clip = val.filename.iloc[0]
     line_unknown = append_rows(val_tsv, [[clip, 1.0, 2.0, "Horse"]])
     line_order = append_rows(val_tsv, [[clip, 3.0, 2.5, "Dog"]])
@@ -145,6 +152,7 @@ def make_broken_copy(mini_desed_tiny, tmp_path):
     )
     return data, {
         "corrupt": str(corrupt),
+        "non_finite": str(non_finite),
         "unknown": f"{val_tsv}:{line_unknown}",
         "order": f"{val_tsv}:{line_order}",
         "dup": f"{val_tsv}:{line_dup}",
@@ -161,9 +169,12 @@ def test_one_error_lists_every_problem(mini_desed_tiny, tmp_path):
             progress=False,
         )
     problems = info.value.problems
-    assert len(problems) == 4
+    assert len(problems) == 5
     text = str(info.value)
     assert f"{where['corrupt']}: unreadable audio" in text
+    assert (
+        f"{where['non_finite']}: 5 NaN and 1 Inf sample(s) (first at 1.00 s)"
+    ) in text
     assert f"{where['unknown']}: unknown label 'Horse'" in text
     assert f"{where['order']}: onset 3.0 >= offset 2.5" in text
     assert f"{where['dup']}: duplicate of line" in text
@@ -181,14 +192,15 @@ def test_skip_bad_drops_and_lists(mini_desed_tiny, tmp_path, caplog):
             skip_bad=True,
             progress=False,
         )
-    assert "dropping 4 bad row(s) or file(s)" in caplog.text
+    assert "dropping 5 bad row(s) or file(s)" in caplog.text
     assert where["unknown"] in caplog.text
+    assert f"{where['non_finite']}: 5 NaN and 1 Inf" in caplog.text
     weak = {
         **load_manifest(outputs["weak_train"]),
         **load_manifest(outputs["weak_val"]),
     }
-    corrupt_id = where["corrupt"].rsplit("/", 1)[-1][:-4]
-    assert corrupt_id not in weak
+    for bad in ("corrupt", "non_finite"):
+        assert where[bad].rsplit("/", 1)[-1][:-4] not in weak
     gt = read_tsv(tmp_path / "prep" / "validation_gt.tsv")
     assert "Horse" not in set(gt.event_label.dropna())
     assert not ((gt.onset == 3.0) & (gt.offset == 2.5)).any()
