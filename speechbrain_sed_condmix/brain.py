@@ -56,6 +56,7 @@ from speechbrain_sed_condmix.evaluation import (
     selection_stats,
     to_fp32,
 )
+from speechbrain_sed_condmix.preemption import GracefulPreemption
 from speechbrain_sed_condmix.reporting import write_test_report
 from speechbrain_sed_condmix.resilience import (
     TrainingState,
@@ -70,7 +71,7 @@ logger = logging.getLogger(__name__)
 _NOT_EXTRA = ("frontend", "student", "teacher")
 
 
-class SEDBrain(sb.Brain):
+class SEDBrain(GracefulPreemption, sb.Brain):
     """Brain for semi-supervised SED with a Mean Teacher.
 
     Expected ``modules``: ``frontend`` (with ``mel`` and ``normalize``;
@@ -94,6 +95,10 @@ class SEDBrain(sb.Brain):
     A configuration that contradicts itself (a pseudo-label or contrastive
     term without ``teacher_input: clean``, a term whose module is missing)
     stops here, before any data is read.
+
+    SIGTERM or SIGUSR1 during ``fit`` stops the run after the current
+    optimiser step with an intra-epoch checkpoint and exit status 75
+    (:class:`~speechbrain_sed_condmix.preemption.GracefulPreemption`).
 
     Under ``torchrun`` (DDP) the trained modules are wrapped, the teacher
     is not; validation and test are sharded and their scores gathered, so

@@ -11,6 +11,7 @@ for bit.
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -28,6 +29,7 @@ from tiny_runs import (
 )
 
 from speechbrain_sed_condmix.distributed import state_fingerprint
+from speechbrain_sed_condmix.preemption import PREEMPTED_EXIT_STATUS
 
 # Interrupted and resumed recipe runs: slow.
 pytestmark = pytest.mark.slow
@@ -138,3 +140,114 @@ def test_killed_mid_epoch_resumes_from_its_checkpoint(
     state, reference = final_state(out), final_state(uninterrupted)
     assert state["brain"]["optimizer_step"] == 2 * STEPS_PER_EPOCH
     assert state == reference
+
+
+# ---------------------------------------------------------------------------
+# Pre-emption (SIGTERM) and a damaged newest checkpoint
+
+
+def start_and_signal(cmd, log, when, sig=signal.SIGTERM):
+    """Start ``cmd``; send ``sig`` once ``when`` is in ``log``; wait.
+
+    Returns the finished process (``returncode``, ``stderr`` text).
+    """
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (log.is_file() and when in log.read_text()):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        proc.stderr_text = proc.communicate(timeout=300)[1]
+    finally:
+        proc.kill()
+        proc.wait()
+    return proc
+
+
+def retarget(cmd, source, out):
+    """``cmd`` with its output folder moved from ``source`` to ``out``."""
+    old = f"--output_folder={source}"
+    return [f"--output_folder={out}" if part == old else part for part in cmd]
+
+
+@pytest.fixture(scope="module")
+def preempted(mini_desed_tiny, prep, tmp_path_factory):
+    """A run sent SIGTERM in epoch 2 (an intra-epoch checkpoint after
+    every batch lets the test see where it is)."""
+    out = tmp_path_factory.mktemp("preempted") / "out"
+    flags = ("--ckpt_interval_minutes=0", "--ckpt_interval_steps=1")
+    cmd = recipe_command(
+        "crnn_mt.yaml", mini_desed_tiny, prep, out, EPOCHS, *flags
+    )
+    proc = start_and_signal(
+        [part for part in cmd if part],
+        out / "log.txt",
+        "Saved an intra-epoch checkpoint: epoch 2, batch 1",
+    )
+    return out, cmd, proc
+
+
+def test_sigterm_checkpoints_exits_75_and_resumes_exactly(
+    preempted, uninterrupted, tmp_path
+):
+    source, cmd, proc = preempted
+    assert proc.returncode == PREEMPTED_EXIT_STATUS, proc.stderr_text[-3000:]
+    log = (source / "log.txt").read_text()
+    stopped = re.search(
+        r"Pre-empted \(SIGTERM\): stopped after optimiser step (\d+) "
+        r"\(epoch 2, batch (\d+)\), with an intra-epoch checkpoint",
+        log,
+    )
+    assert stopped, log[-3000:]
+    step, batch = int(stopped.group(1)), int(stopped.group(2))
+    assert 2 <= batch < STEPS_PER_EPOCH
+    assert step == STEPS_PER_EPOCH + batch
+    ckpt = latest_checkpoint(source / "save")
+    meta = yaml.safe_load((ckpt / "CKPT.yaml").read_text())
+    assert meta["end-of-epoch"] is False
+    assert yaml.safe_load((ckpt / "brain.ckpt").read_text())["step"] == batch
+    # The same command resumes from it and ends as the uninterrupted run.
+    out = tmp_path / "out"
+    shutil.copytree(source, out)
+    run(retarget(cmd, source, out))
+    after = (out / "log.txt").read_text()[len(log) :]
+    assert f"Resuming epoch 2 after batch {batch}" in after
+    assert final_state(out) == final_state(uninterrupted)
+
+
+def test_truncated_newest_checkpoint_falls_back_and_ends_identical(
+    preempted, uninterrupted, tmp_path
+):
+    source, cmd, proc = preempted
+    assert proc.returncode == PREEMPTED_EXIT_STATUS
+    out = tmp_path / "out"
+    shutil.copytree(source, out)
+    before = (out / "log.txt").read_text()
+    # What a kill during a plain save leaves: the newest checkpoint's
+    # student.ckpt cut short.
+    newest = latest_checkpoint(out / "save")
+    student = newest / "student.ckpt"
+    size = student.stat().st_size
+    stopped_at = yaml.safe_load((newest / "brain.ckpt").read_text())["step"]
+    student.write_bytes(student.read_bytes()[: size // 2])
+    run(retarget(cmd, source, out))
+    after = (out / "log.txt").read_text()[len(before) :]
+    assert (
+        f"Skipping damaged checkpoint {newest}: student.ckpt: "
+        f"{size // 2} bytes, {size} expected"
+    ) in after
+    # It went back to the checkpoint before (the two newest are kept).
+    loaded = re.search(r"Loading a checkpoint from (\S+)", after).group(1)
+    assert loaded != str(newest)
+    resumed = re.search(r"Resuming epoch 2 after batch (\d+)", after)
+    assert resumed is None or int(resumed.group(1)) < stopped_at
+    assert final_state(out) == final_state(uninterrupted)
