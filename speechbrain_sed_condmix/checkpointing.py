@@ -399,7 +399,9 @@ class AtomicCheckpointer(Checkpointer):
         if _is_disk_full(err):
             what = "no space left on device"
         else:
-            what = f"{type(err).__name__}: {err}"
+            # torch.save reports a full disk as a RuntimeError.
+            full = " (the disk is probably full)" if free < need else ""
+            what = f"{type(err).__name__}: {err}{full}"
         kept = (
             f"The previous checkpoint {previous.path} is intact."
             if previous is not None

@@ -138,6 +138,7 @@ class GracefulPreemption:
 
     preemption = None
     _preempting = False
+    _training_epoch = None
 
     def fit(self, *args, **kwargs):
         """``Brain.fit`` with SIGTERM/SIGUSR1 turned into a checkpoint."""
@@ -164,6 +165,7 @@ class GracefulPreemption:
         # checkpoint is written, so stop before the next epoch starts.
         if self._preemption_agreed():
             self._exit_preempted(f"before epoch {epoch}")
+        self._training_epoch = epoch
         return super()._fit_train(train_set, epoch, enable)
 
     def _should_save_intra_epoch_ckpt(self, last_ckpt_time, steps_since_ckpt):
@@ -182,10 +184,9 @@ class GracefulPreemption:
     def _save_intra_epoch_ckpt(self):
         super()._save_intra_epoch_ckpt()
         if self._preempting:
-            counter = getattr(self.hparams, "epoch_counter", None)
-            epoch = counter.current if counter is not None else "?"
             self._exit_preempted(
-                f"after optimiser step {self.optimizer_step} (epoch {epoch}, "
+                f"after optimiser step {self.optimizer_step} "
+                f"(epoch {self._training_epoch}, "
                 f"batch {self.step}), with an intra-epoch checkpoint"
             )
 
