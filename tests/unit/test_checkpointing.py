@@ -215,6 +215,7 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 CHILD = textwrap.dedent(
     """
     import sys, time, torch
+    from speechbrain_sed_condmix import checkpointing
     from speechbrain_sed_condmix.checkpointing import AtomicCheckpointer
 
     names = ("a", "b", "c")
@@ -228,6 +229,21 @@ CHILD = textwrap.dedent(
             time.sleep(0.3)
         return save
 
+    def pause_after(label, function):
+        def wrapped(*args, **kwargs):
+            result = function(*args, **kwargs)
+            print(f"{state['i']} {label}", flush=True)
+            time.sleep(0.3)
+            return result
+        return wrapped
+
+    # The steps after the parameter files: manifest, rename, deletion.
+    checkpointing.write_checksums = pause_after(
+        "checksums", checkpointing.write_checksums
+    )
+    AtomicCheckpointer._replace = pause_after(
+        "renamed", AtomicCheckpointer._replace
+    )
     ckpter = AtomicCheckpointer(
         sys.argv[1], modules, custom_save_hooks={n: slow(n) for n in names}
     )
@@ -246,7 +262,11 @@ CHILD = textwrap.dedent(
 
 @pytest.mark.parametrize(
     "kill_after, expected",
-    [("2 wrote a", 1), ("2 wrote c", 1), ("3 saved", 3)],
+    [
+        ("2 wrote a", 1),  # between parameter files
+        ("2 checksums", 1),  # every file written, not yet renamed
+        ("3 renamed", 3),  # complete; checkpoint 1 not yet deleted
+    ],
 )
 def test_kill_during_the_save_leaves_a_complete_checkpoint(
     tmp_path, kill_after, expected
