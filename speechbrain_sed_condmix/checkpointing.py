@@ -18,9 +18,9 @@ changes how a checkpoint is written and read back:
   newest are never deleted, so a damaged newest one has a fallback;
 * **verified recovery**: before loading, each file is checked against the
   manifest (for checkpoints written without one, torch archives are
-  checked for completeness). A damaged checkpoint, or one that fails to
-  load, is skipped with a warning that names it and the reason, and the
-  next one in order is tried. When checkpoints exist but none is usable,
+  checked for completeness). A damaged checkpoint is skipped with a
+  warning that names it and the reason, and the next one in order is
+  tried. When checkpoints exist but none is usable,
   :class:`NoUsableCheckpointError` lists them, unless
   ``allow_fresh_start`` is set (then the run starts from the beginning);
 * **disk full**: a failed write (``ENOSPC`` or any ``OSError``) removes
@@ -502,9 +502,10 @@ class AtomicCheckpointer(Checkpointer):
         """Load the best usable checkpoint; skip damaged ones.
 
         The order is SpeechBrain's (the newest, or the best by a key).
-        Each candidate is verified (:func:`checkpoint_problem`), then
-        loaded; a failure logs a warning naming it and the reason and the
-        next candidate is tried.
+        Each candidate is verified (:func:`checkpoint_problem`); a damaged
+        one logs a warning naming it and the reason, and the next
+        candidate is tried. The first sound one is loaded; an error while
+        loading it (a checkpoint of another configuration) is raised.
 
         Arguments
         ---------
@@ -536,12 +537,11 @@ class AtomicCheckpointer(Checkpointer):
         for ckpt in candidates:
             reason = checkpoint_problem(ckpt.path)
             if reason is None:
-                try:
-                    self.load_checkpoint(ckpt)
-                    return ckpt
-                except Exception as err:  # any loader can fail on bad data
-                    message = str(err).splitlines()[0] if str(err) else ""
-                    reason = f"loading failed: {type(err).__name__}: {message}"
+                # Its files are the ones written: an error while loading
+                # them (e.g. a recipe with other classes or shapes) is
+                # not damage, and an older checkpoint would not help.
+                self.load_checkpoint(ckpt)
+                return ckpt
             logger.warning(
                 "Skipping damaged checkpoint %s: %s", ckpt.path, reason
             )

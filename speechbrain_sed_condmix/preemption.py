@@ -116,10 +116,7 @@ class PreemptionHandler:
             True on every rank when at least one rank was signalled.
         """
         local = self.received is not None
-        if not (
-            torch.distributed.is_available()
-            and torch.distributed.is_initialized()
-        ):
+        if not _distributed():
             return local
         if torch.distributed.get_backend() != "nccl":
             device = "cpu"
@@ -202,9 +199,15 @@ class GracefulPreemption:
             where_saved if if_main_process() else "",
             PREEMPTED_EXIT_STATUS,
         )
-        if torch.distributed.is_initialized():
+        if _distributed():
             # Every rank gets here at the same step: leave the group
             # cleanly (gloo aborts the process otherwise).
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
         raise Preempted()
+
+
+def _distributed():
+    return (
+        torch.distributed.is_available() and torch.distributed.is_initialized()
+    )
