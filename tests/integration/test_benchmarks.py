@@ -95,3 +95,17 @@ def test_data_loading(tmp_path):
     assert row["clips_per_s"] == pytest.approx(
         row["clips"] / row["seconds"], rel=1e-6
     )
+
+
+def test_checkpoint_save(tmp_path):
+    data = run(
+        "checkpoint_save.py", "--mib", "2", "--repeats", "1", cwd=tmp_path
+    )
+    sizes = data["checkpoint_bytes"]
+    # About 2 MiB of weights each; the atomic one adds its manifest only.
+    assert 1.5 * 2**20 < sizes["speechbrain"] < 2.5 * 2**20
+    assert 0 < sizes["atomic"] - sizes["speechbrain"] < 4096
+    for kind in ("speechbrain", "atomic"):
+        for name in ("save_s", "recover_s"):
+            assert data[f"{kind}_{name}"] == [data[f"{kind}_{name}_median"]]
+            assert data[f"{kind}_{name}_median"] > 0
