@@ -52,6 +52,7 @@ from speechbrain.utils.checkpoints import (
     get_default_hook,
 )
 from speechbrain.utils.distributed import (
+    MainProcessContext,
     ddp_barrier,
     ddp_broadcast,
     if_main_process,
@@ -326,13 +327,16 @@ class AtomicCheckpointer(Checkpointer):
         # Every process runs the save hooks (some save on all ranks).
         partial = ddp_broadcast(partial, src=0)
         error = ddp_broadcast(error, src=0)
-        cause = None
+        cause = local_error = None
         if error is None:
             try:
                 self._call_save_hooks(partial)
             except Exception as err:  # torch reports ENOSPC as RuntimeError
-                # Only the main process writes; it reports below.
-                error, cause = self._write_error(err, partial), err
+                cause = err
+                if if_main_process():
+                    error = self._write_error(err, partial)
+                else:  # the folder is the main process's to remove
+                    local_error = f"{type(err).__name__}: {err}"
         saved_meta = None
         if if_main_process() and error is None:
             try:
@@ -347,6 +351,11 @@ class AtomicCheckpointer(Checkpointer):
         error = ddp_broadcast(error, src=0)
         if error is not None:
             raise CheckpointWriteError(error) from cause
+        if local_error is not None:
+            raise CheckpointWriteError(
+                f"Could not save this process's part of a checkpoint in "
+                f"{partial}: {local_error}"
+            ) from cause
         if not if_main_process():
             return None
         kind = "end-of-epoch" if end_of_epoch else "intra-epoch"
@@ -359,16 +368,23 @@ class AtomicCheckpointer(Checkpointer):
     def _call_save_hooks(self, folder):
         for name, obj in self.recoverables.items():
             path = folder / f"{name}{PARAMFILE_EXT}"
-            if name in self.custom_save_hooks:
-                self.custom_save_hooks[name](obj, path)
-                continue
-            hook = get_default_hook(obj, DEFAULT_SAVE_HOOKS)
+            hook = self.custom_save_hooks.get(name)
+            if hook is None:
+                hook = get_default_hook(obj, DEFAULT_SAVE_HOOKS)
             if hook is None:
                 raise RuntimeError(
                     f"Don't know how to save {type(obj)} ('{name}'): "
                     "register a default hook or add a custom one."
                 )
-            hook(obj, path)
+            body = _main_only_body(hook)
+            if body is None:
+                hook(obj, path)  # on every process, as SpeechBrain does
+            elif if_main_process():
+                # The hook's own body, without its broadcast of the result:
+                # a write that fails then leaves no process waiting in a
+                # collective, and the error is shared once, below.
+                with MainProcessContext():
+                    body(obj, path)
 
     def _replace(self, partial, final):
         """Rename the written folder to its final name, durably."""
@@ -573,6 +589,19 @@ class AtomicCheckpointer(Checkpointer):
                 "Removing %s: a checkpoint whose write was cut short", folder
             )
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _main_only_body(hook):
+    """The function inside SpeechBrain's ``main_process_only``, or None.
+
+    That wrapper runs the function on the main process and broadcasts its
+    result, a collective call per file. (Recognised by the wrapper's code
+    name; another wrapper is called as it is.)
+    """
+    code = getattr(hook, "__code__", None)
+    if code is not None and code.co_name == "main_proc_wrapped_func":
+        return getattr(hook, "__wrapped__", None)
+    return None
 
 
 def _is_disk_full(err):

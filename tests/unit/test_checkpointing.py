@@ -3,6 +3,7 @@ checkpoints, disk full, and saves cut short by SIGKILL."""
 
 import errno
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -293,3 +294,59 @@ def test_kill_during_the_save_leaves_a_complete_checkpoint(
     assert loaded.meta["i"] == expected
     assert values(modules) == {float(expected)}
     assert not list(tmp_path.glob(PARTIAL_PREFIX + "*"))
+
+
+#: One of 2 gloo processes: a good save, then a save during which the main
+#: process's disk is full. Prints what each process saw.
+DDP_CHILD = textwrap.dedent(
+    """
+    import errno, sys, torch
+    import torch.distributed as dist
+    from speechbrain_sed_condmix.checkpointing import (
+        AtomicCheckpointer, CheckpointWriteError,
+    )
+
+    dist.init_process_group("gloo")
+    model = torch.nn.Linear(3, 3)
+    ckpter = AtomicCheckpointer(sys.argv[1], {"model": model})
+    ckpter.save_and_keep_only(meta={"i": 1})
+    if dist.get_rank() == 0:
+        def full(obj, path, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        torch.save = full
+    try:
+        ckpter.save_and_keep_only(meta={"i": 2})
+        print("saved")
+    except CheckpointWriteError as err:
+        print("error:", str(err).replace("\\n", " "))
+    dist.destroy_process_group()
+    """
+)
+
+
+def test_disk_full_under_ddp_stops_every_rank_with_the_message(tmp_path):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DDP_CHILD, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={
+                **os.environ,
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(29500 + os.getpid() % 1000),
+            },
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [proc.communicate(timeout=300)[0].strip() for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    assert outputs[0] == outputs[1], outputs
+    assert outputs[0].startswith(
+        f"error: Could not write a checkpoint in {tmp_path}: no space left"
+    )
+    modules = {"model": torch.nn.Linear(3, 3)}
+    loaded = AtomicCheckpointer(tmp_path, modules).recover_if_possible()
+    assert loaded.meta["i"] == 1
