@@ -488,7 +488,10 @@ class AtomicCheckpointer(Checkpointer):
             raise ValueError("Number of checkpoints to keep must be >= 0.")
         keys = [{"min_key": key} for key in min_keys or []]
         keys.extend({"max_key": key} for key in max_keys or [])
-        keys.extend({"importance_key": key} for key in importance_keys)
+        # save_and_keep_only appends ckpt_recency to its default list at
+        # every call (a shared default): count each key once.
+        unique = list(dict.fromkeys(importance_keys))
+        keys.extend({"importance_key": key} for key in unique)
         # As SpeechBrain: each key keeps its num_to_keep best among the
         # checkpoints that the predicate lets go; the newest are kept too.
         newest = sorted(self.list_checkpoints(), key=ckpt_recency)
