@@ -85,7 +85,7 @@ def main(argv=None):
         manifests = prepare_desed(data, Path(tmp) / "prep", progress=False)
         prep_s = time.perf_counter() - start
         # prepare_desed with one worker resamples in this process and
-        # leaves torch at one thread (desed._resample_one): restore it.
+        # leaves torch at one thread (resample.resample_file): restore it.
         torch.set_num_threads(threads)
         encoder = FrameLabelEncoder(DESED_CLASSES)
         dataset = ConcatDataset(

@@ -55,7 +55,7 @@ import torch
 from speechbrain.inference.interfaces import Pretrained
 
 from speechbrain_sed_condmix.csebbs import sebbs_available
-from speechbrain_sed_condmix.dataio.prep import mono_at_rate
+from speechbrain_sed_condmix.dataio.resample import mono_at_rate
 from speechbrain_sed_condmix.lobes.fusion import optimize_for_inference
 from speechbrain_sed_condmix.postprocessing import PostProcessing
 from speechbrain_sed_condmix.safe_load import load_checkpoint

@@ -37,7 +37,7 @@ echo "== 3/4 test metrics per class (teacher, median filter)"
 "$PYTHON" - "$OUT/crnn/metrics.json" <<'PY'
 import json, sys
 
-from speechbrain_sed_condmix.brain import format_table
+from speechbrain_sed_condmix.reporting import format_table
 
 print(format_table(json.load(open(sys.argv[1]))["teacher"]))
 PY

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +23,11 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
+
+from speechbrain_sed_condmix.dataio.resample import (
+    one_thread_per_worker,
+    resample_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -416,82 +420,14 @@ def resample_all(clips, cache, sample_rate, num_workers, progress):
     with bar:
         if num_workers > 1:
             with ProcessPoolExecutor(
-                num_workers, initializer=_one_thread_per_worker
+                num_workers, initializer=one_thread_per_worker
             ) as pool:
-                for _ in pool.map(_resample_one, jobs, chunksize=8):
+                for _ in pool.map(resample_file, jobs, chunksize=8):
                     bar.update()
         else:
             for job in jobs:
-                _resample_one(job)
+                resample_file(job)
                 bar.update()
-
-
-def _one_thread_per_worker():
-    # Workers run side by side: one thread each avoids oversubscription.
-    # Only worker processes call this, so the caller keeps its threads.
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _resample_one(job):
-    source, target, sample_rate = job
-    audio, sr = sf.read(source, dtype="float32", always_2d=True)
-    wav = mono_at_rate(audio, sr, sample_rate)
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write under a temporary name, then rename: a killed run leaves no
-    # partial file under the final name.
-    fd, tmp = tempfile.mkstemp(
-        suffix=".wav", prefix=".part-", dir=target.parent
-    )
-    os.close(fd)
-    try:
-        sf.write(tmp, wav.numpy(), sample_rate, subtype="PCM_16")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def mono_at_rate(data, rate, sample_rate):
-    """Average the channels of ``data`` and resample it to ``sample_rate``.
-
-    The one downmix and resampling of the project: the preparation cache
-    and ``inference.load_audio`` both use it.
-
-    Arguments
-    ---------
-    data : numpy.ndarray
-        float32 ``[samples, channels]``, as ``soundfile.read(...,
-        always_2d=True)`` returns it.
-    rate : int
-        Sample rate of ``data``.
-    sample_rate : int
-        Output sample rate (``torchaudio.functional.resample``, windowed
-        sinc, when it differs).
-
-    Returns
-    -------
-    torch.Tensor
-        float32 ``[samples]``.
-
-    Example
-    -------
-    >>> stereo = np.ones((8000, 2), dtype=np.float32)
-    >>> stereo[:, 1] = 0.0
-    >>> wav = mono_at_rate(stereo, 8000, 16000)
-    >>> wav.shape, round(float(wav[8000]), 3)
-    (torch.Size([16000]), 0.5)
-    """
-    # torch is imported here so that checks and no-op reruns stay fast.
-    import torch
-    import torchaudio.functional
-
-    wav = torch.from_numpy(data.mean(axis=1))
-    if rate != sample_rate:
-        wav = torchaudio.functional.resample(wav, int(rate), int(sample_rate))
-    return wav
 
 
 def digest_path(digest, label, path, suffix=None):

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_sed_condmix.brain import TrainingState
 from speechbrain_sed_condmix.lobes.atst import (
     ATSTFrame,
     load_atst_checkpoint,
@@ -30,6 +29,7 @@ from speechbrain_sed_condmix.lobes.crnn import (
     load_desed_task_state_dict,
 )
 from speechbrain_sed_condmix.pretrained import load_pretrained
+from speechbrain_sed_condmix.resilience import TrainingState
 from speechbrain_sed_condmix.safe_load import (
     SAFE_GLOBAL_NAMES,
     CorruptCheckpointError,
