@@ -1,16 +1,23 @@
-"""Use a trained model: export it, then detect sound events in audio files.
+"""Use a trained model: detect sound events in audio files and streams.
 
-1. :func:`export_detector` packs one checkpoint of an experiment folder
-   (written by ``recipes/DESED/SED/train.py``) into a SpeechBrain source
-   folder: ``hyperparams.yaml`` (front end, model, label grid, classes,
-   windowing and the tuned post-processing) and ``model.ckpt`` (the EMA
-   teacher's weights as a plain model state dict).
+1. A detector folder is written by :func:`export_detector` (``sed-export``,
+   :mod:`speechbrain_sed_condmix.export`) from a training run, or by
+   ``sed-import`` (:mod:`speechbrain_sed_condmix.importing`) from a released
+   DESED_task or ATST-SED checkpoint: ``hyperparams.yaml``, ``model.ckpt``
+   and a ``README.md`` model card (:mod:`speechbrain_sed_condmix.model_folder`).
 2. :class:`SoundEventDetector` loads such a folder the SpeechBrain way::
 
        detector = SoundEventDetector.from_hparams(
            source="exported/", savedir="pretrained_models/sed"
        )
        events = detector.detect_file("kitchen.flac")
+       for event in detector.stream(chunks, hop=1.0):  # live audio
+           print(event)
+
+   When the folder has a model card, the sha256 of ``model.ckpt`` is
+   checked against it before the weights are loaded. Like any SpeechBrain
+   model folder, a detector folder is code (its YAML builds classes): load
+   folders from people you trust.
 
 Any file soundfile reads is accepted, at any sample rate (resampled to the
 model's rate, 16 kHz in the recipes) and channel count (downmixed by
@@ -42,9 +49,6 @@ Authors
  * speechbrain-sed-condmix contributors 2026
 """
 
-import copy
-import datetime
-import io
 import logging
 from pathlib import Path
 
@@ -56,26 +60,39 @@ from speechbrain.inference.interfaces import Pretrained
 
 from speechbrain_sed_condmix.csebbs import sebbs_available
 from speechbrain_sed_condmix.dataio.resample import mono_at_rate
+
+# export_detector lives in export.py; it stays importable from here.
+from speechbrain_sed_condmix.export import CLASSES_FILE, export_detector
 from speechbrain_sed_condmix.lobes.fusion import optimize_for_inference
+from speechbrain_sed_condmix.model_folder import (
+    CARD_FILE,
+    DEFAULT_SILENCE_PEAK,
+    HPARAMS_FILE,
+    MODEL_FILE,
+    verify_model_file,
+)
 from speechbrain_sed_condmix.postprocessing import PostProcessing
-from speechbrain_sed_condmix.safe_load import load_checkpoint
 from speechbrain_sed_condmix.scores import EVENT_COLUMNS, TIME_DECIMALS
+from speechbrain_sed_condmix.windowing import (
+    stitch_window_scores,
+    window_starts,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Model weights file of an exported folder (SpeechBrain's
-#: ``<loadable>.ckpt`` naming, so ``Pretrainer`` finds it by itself).
-MODEL_FILE = "model.ckpt"
-
-#: Hyperparameter file of an exported folder.
-HPARAMS_FILE = "hyperparams.yaml"
-
-#: The class list a training run writes into its output folder.
-CLASSES_FILE = "classes.txt"
-
-#: Peak amplitude under which a window counts as digital silence
-#: (-80 dBFS).
-DEFAULT_SILENCE_PEAK = 1e-4
+__all__ = [
+    "CARD_FILE",
+    "CLASSES_FILE",
+    "DEFAULT_SILENCE_PEAK",
+    "HPARAMS_FILE",
+    "MODEL_FILE",
+    "AudioLoadError",
+    "SoundEventDetector",
+    "export_detector",
+    "load_audio",
+    "stitch_window_scores",
+    "window_starts",
+]
 
 EVENT_TABLE_COLUMNS = [*EVENT_COLUMNS, "score"]
 
@@ -135,120 +152,6 @@ def load_audio(path, sample_rate=16000):
     if not np.isfinite(data).all():
         raise AudioLoadError(f"{path}: the audio holds NaN or inf samples")
     return mono_at_rate(data, rate, sample_rate).contiguous()
-
-
-def window_starts(n_samples, window, hop):
-    """Start samples of the analysis windows of a signal.
-
-    Windows start every ``hop`` samples while they end before the signal
-    does; the last window ends exactly at the end of the signal, so no
-    window of a long file is padded. A signal of at most one window gets
-    one window at 0.
-
-    Arguments
-    ---------
-    n_samples : int
-        Signal length.
-    window : int
-        Window length.
-    hop : int
-        Hop between windows (``0 < hop <= window``).
-
-    Returns
-    -------
-    list of int
-        Sorted start samples.
-
-    Example
-    -------
-    >>> window_starts(30, 10, 5)
-    [0, 5, 10, 15, 20]
-    >>> window_starts(25, 10, 5)
-    [0, 5, 10, 15]
-    >>> window_starts(7, 10, 5)
-    [0]
-    """
-    if not 0 < hop <= window:
-        raise ValueError(f"hop must be in (0, {window}], got {hop}")
-    if n_samples <= window:
-        return [0]
-    starts = set(range(0, n_samples - window, hop))
-    starts.add(n_samples - window)
-    return sorted(starts)
-
-
-def stitch_window_scores(window_scores, starts, frame_samples, n_samples):
-    """Stitch the frame scores of overlapping windows (centre cropping).
-
-    Window ``i`` starts at sample ``starts[i]``; its frame ``j`` spans
-    samples ``[starts[i] + j * frame_samples, starts[i] + (j + 1) *
-    frame_samples)``. Between two consecutive windows the handover point is
-    the midpoint of their centres, moved to the nearest frame boundary of
-    the earlier window (and kept inside both). Each window gives the frames
-    of its stretch; the first frame after a handover is cut to start at the
-    handover. Frames starting at or after ``n_samples`` are dropped and the
-    last offset is cut to ``n_samples``.
-
-    Arguments
-    ---------
-    window_scores : numpy.ndarray
-        ``[windows, frames, classes]``.
-    starts : sequence of int
-        Start sample of each window (increasing).
-    frame_samples : int
-        Samples per output frame (hop length x pooling).
-    n_samples : int
-        Length of the signal.
-
-    Returns
-    -------
-    bounds : numpy.ndarray
-        ``[rows + 1]`` frame boundaries, in samples.
-    scores : numpy.ndarray
-        ``[rows, classes]``.
-
-    Example
-    -------
-    Two windows of 4 frames of 2 samples, at 0 and 3: the centres are 4
-    and 7, the handover 6; window 1's frame [5, 7) is cut to [6, 7).
-
-    >>> scores = np.stack([np.full((4, 1), 1.0), np.full((4, 1), 2.0)])
-    >>> bounds, out = stitch_window_scores(scores, [0, 3], 2, 11)
-    >>> bounds.tolist(), out[:, 0].tolist()
-    ([0, 2, 4, 6, 7, 9, 11], [1.0, 1.0, 1.0, 2.0, 2.0, 2.0])
-    """
-    window_scores = np.asarray(window_scores)
-    n_windows, n_frames, _ = window_scores.shape
-    if n_windows != len(starts):
-        raise ValueError(f"{n_windows} windows of scores, {len(starts)} starts")
-    cover = n_frames * frame_samples
-    # Stretch of each window: [lows[i], highs[i]).
-    highs = []
-    for i in range(n_windows - 1):
-        start, after = starts[i], starts[i + 1]
-        middle = (start + after + cover) / 2  # midpoint of the two centres
-        handover = start + round((middle - start) / frame_samples) * (
-            frame_samples
-        )
-        highs.append(min(max(handover, after), start + cover))
-    highs.append(starts[-1] + cover)
-    lows = [0, *highs[:-1]]
-    onsets, offsets, rows = [], [], []
-    for i, start in enumerate(starts):
-        low, high = lows[i], min(highs[i], n_samples)
-        if high <= low:
-            continue
-        first = max((low - start) // frame_samples, 0)
-        last = min(-(-(high - start) // frame_samples), n_frames)
-        for j in range(first, last):
-            # The first row starts at the handover; with windows that do
-            # not overlap it also fills the gap before the window (less
-            # than one frame: 10 s is not a whole number of frames).
-            onsets.append(low if j == first else start + j * frame_samples)
-            offsets.append(min(high, start + (j + 1) * frame_samples))
-            rows.append(window_scores[i, j])
-    bounds = np.array([*onsets, offsets[-1]], dtype=np.int64)
-    return bounds, np.stack(rows)
 
 
 def _scores_frame(bounds, scores, classes, sample_rate):
@@ -380,6 +283,75 @@ class SoundEventDetector(Pretrained):
                 f"differ from the model's {self.classes}"
             )
 
+    @classmethod
+    def from_hparams(cls, source, *args, **kwargs):
+        """Load a detector folder (``Pretrained.from_hparams``).
+
+        A local folder with a model card (``README.md``) that records the
+        sha256 of ``model.ckpt`` is checked first: a file that differs
+        stops the load before the weights are read. A folder without a
+        card loads as before.
+
+        Arguments
+        ---------
+        source : str or pathlib.Path
+            The folder (or any SpeechBrain source).
+        *args, **kwargs
+            Passed to ``Pretrained.from_hparams`` (``savedir``,
+            ``run_opts``, and this class's ``method``, ``window_hop``,
+            ``batch_size``, ``optimize``, ``compile``).
+
+        Returns
+        -------
+        SoundEventDetector
+            The loaded detector.
+
+        Raises
+        ------
+        speechbrain_sed_condmix.model_folder.ModelFileMismatchError
+            When ``model.ckpt`` is not the file the card describes.
+        """
+        if Path(str(source)).is_dir():
+            verify_model_file(source)
+        return super().from_hparams(str(source), *args, **kwargs)
+
+    def stream(self, chunks, hop=1.0, look_ahead=None, sample_rate=None):
+        """Detect events in audio that arrives in chunks (a generator).
+
+        The model runs on whole windows of its clip length every ``hop``
+        seconds; each event is yielded once final. See
+        :mod:`speechbrain_sed_condmix.streaming` for the latency and the
+        trade-offs of ``hop`` and ``look_ahead``.
+
+        Arguments
+        ---------
+        chunks : iterable
+            Audio chunks of any size (``[samples]`` or ``[samples,
+            channels]``) at the model's sample rate.
+        hop : float
+            Seconds between the model's windows.
+        look_ahead : float, optional
+            Seconds of audio a frame keeps after it in its window
+            (default: ``(window - hop) / 2``, centred windows).
+        sample_rate : int, optional
+            Rate of the chunks (must be the model's).
+
+        Yields
+        ------
+        speechbrain_sed_condmix.streaming.StreamEvent
+            ``(onset, offset, event_label, score, emitted_at)``, seconds
+            from the start of the stream.
+        """
+        from speechbrain_sed_condmix.streaming import stream_events
+
+        yield from stream_events(
+            self,
+            chunks,
+            hop=hop,
+            look_ahead=look_ahead,
+            sample_rate=sample_rate,
+        )
+
     # ------------------------------------------------------------------
     # Audio in, frame scores out
 
@@ -470,7 +442,7 @@ class SoundEventDetector(Pretrained):
             )
         return piece
 
-    def raw_frame_scores(self, waveforms):
+    def raw_frame_scores(self, waveforms, look_ahead=None):
         """Stitched network scores (no post-processing) of waveforms.
 
         Windows are cut on the fly, ``batch_size`` at a time, so long
@@ -480,6 +452,11 @@ class SoundEventDetector(Pretrained):
         ---------
         waveforms : list of torch.Tensor
             Mono waveforms at the model's sample rate.
+        look_ahead : float, optional
+            Hand the frames over between windows by right context
+            (seconds) instead of by centres, as a stream with this
+            ``look_ahead`` does (:func:`~speechbrain_sed_condmix.windowing.
+            handover_sample`).
 
         Returns
         -------
@@ -512,6 +489,9 @@ class SoundEventDetector(Pretrained):
         n_frames = self.hparams.encoder.n_frames
         if scores:
             n_frames = next(iter(scores.values())).shape[0]
+        ahead = None
+        if look_ahead is not None:
+            ahead = float(look_ahead) * self.sample_rate
         frames = []
         for index, (n_samples, starts, silent) in enumerate(plans):
             # Silent windows keep scores of 0 (see the module docstring).
@@ -522,7 +502,11 @@ class SoundEventDetector(Pretrained):
                 if not quiet:
                     per_window[w] = scores[(index, start)]
             bounds, stitched = stitch_window_scores(
-                per_window, starts, self.frame_samples, n_samples
+                per_window,
+                starts,
+                self.frame_samples,
+                n_samples,
+                look_ahead=ahead,
             )
             frames.append(
                 _scores_frame(bounds, stitched, self.classes, self.sample_rate)
@@ -622,290 +606,3 @@ class SoundEventDetector(Pretrained):
             "scores": self.postprocessing.filter(raw),
             "events": self._events(raw),
         }
-
-
-# ----------------------------------------------------------------------
-# Export
-
-
-def _yaml():
-    import ruamel.yaml
-
-    return ruamel.yaml.YAML()
-
-
-def _copy_node(node):
-    """Copy a ruamel node without its comments, keeping tags."""
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
-    if isinstance(node, dict):
-        out = CommentedMap()
-        for key, value in node.items():
-            out[key] = _copy_node(value)
-        tag = getattr(node, "tag", None)
-        if tag is not None and getattr(tag, "value", None):
-            out.yaml_set_ctag(tag)
-        return out
-    if isinstance(node, (list, tuple)):
-        out = CommentedSeq(_copy_node(v) for v in node)
-        tag = getattr(node, "tag", None)
-        if tag is not None and getattr(tag, "value", None):
-            out.yaml_set_ctag(tag)
-        if all(not isinstance(v, (dict, list, tuple)) for v in node):
-            out.fa.set_flow_style()
-        return out
-    return copy.copy(node)
-
-
-def _tagged_map(tag, items):
-    from ruamel.yaml.comments import CommentedMap
-    from ruamel.yaml.tag import Tag
-
-    out = CommentedMap(items)
-    out.yaml_set_ctag(Tag(suffix=tag))
-    return out
-
-
-def _dump_yaml(tree):
-    from hyperpyyaml.core import dump_hyperpyyaml
-
-    stream = io.StringIO()
-    dump_hyperpyyaml(tree, stream)
-    return stream.getvalue()
-
-
-def _load_yaml_text(text):
-    from hyperpyyaml import load_hyperpyyaml
-
-    return load_hyperpyyaml(text)
-
-
-def _model_state(checkpoint_dir, weights):
-    path = Path(checkpoint_dir) / f"{weights}.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    state = load_checkpoint(path)
-    if weights == "teacher":
-        # EMATeacher.state_dict(): the network sits under "model."
-        prefix = "model."
-        stray = [k for k in state if not k.startswith(prefix)]
-        if stray:
-            raise ValueError(
-                f"{path}: not an EMATeacher state dict (keys without "
-                f"'{prefix}', e.g. {stray[:3]})"
-            )
-        state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
-
-
-def export_detector(
-    experiment_folder,
-    out_folder,
-    checkpoint=None,
-    weights="teacher",
-    postprocessing=None,
-    window_hop=None,
-    batch_size=8,
-    silence_peak=DEFAULT_SILENCE_PEAK,
-    overwrite=False,
-):
-    """Pack a trained model into a SpeechBrain source folder.
-
-    Reads the experiment's ``hyperparams.yaml`` (the resolved recipe copy
-    that ``train.py`` writes) for the front end (``frontend``), the
-    network (``student``, whose architecture the teacher shares) and the
-    label grid (``encoder``), and one checkpoint for the weights. Writes:
-
-    * ``hyperparams.yaml``: ``encoder`` (classes written out),
-      ``frontend``, ``model``, ``modules``, a ``pretrainer`` that loads
-      ``model.ckpt``, the windowing (``window_hop``, ``batch_size``,
-      ``silence_peak``), ``postprocessing`` and ``export_info``;
-    * ``model.ckpt``: the network's plain state dict.
-
-    The post-processing is, in this order: ``postprocessing`` if given,
-    the experiment's ``postprocessing.json`` (tuned for the teacher by the
-    recipe's test stage; not used for the student), else the recipe's
-    ``median_filter`` with threshold 0.5.
-    Before anything is written, the new YAML is loaded and the weights are
-    loaded into it strictly.
-
-    Arguments
-    ---------
-    experiment_folder : str or pathlib.Path
-        Output folder of a training run.
-    out_folder : str or pathlib.Path
-        Folder to write (created).
-    checkpoint : str or pathlib.Path, optional
-        A ``save/CKPT+...`` folder; default: the best one by the
-        experiment's ``selection_key`` (the one its test stage used).
-    weights : str
-        ``"teacher"`` (the EMA teacher, default) or ``"student"``.
-    postprocessing : PostProcessing or dict, optional
-        Post-processing to store instead of the experiment's.
-    window_hop : float, optional
-        Seconds between the windows of long files (default: half the
-        model's clip length, 5 s for 10 s clips).
-    batch_size : int
-        Windows per forward pass at inference.
-    silence_peak : float
-        Peak amplitude under which a window is treated as silence.
-    overwrite : bool
-        Replace existing files in ``out_folder``.
-
-    Returns
-    -------
-    pathlib.Path
-        ``out_folder``.
-
-    Example
-    -------
-    >>> out = export_detector(  # doctest: +SKIP
-    ...     "results/crnn_mt/42", "exported/crnn_mt")
-    >>> sorted(p.name for p in out.iterdir())  # doctest: +SKIP
-    ['hyperparams.yaml', 'model.ckpt']
-    """
-    from speechbrain_sed_condmix.pretrained import find_stage_checkpoint
-
-    experiment = Path(experiment_folder)
-    hparams_path = experiment / HPARAMS_FILE
-    if not hparams_path.is_file():
-        raise FileNotFoundError(
-            f"{hparams_path} does not exist: pass the output folder of a "
-            "training run (recipes/DESED/SED/train.py)"
-        )
-    if weights not in ("teacher", "student"):
-        raise ValueError(f"weights must be teacher or student: {weights!r}")
-    tree = _yaml().load(hparams_path.read_text())
-    missing = [k for k in ("encoder", "frontend", "student") if k not in tree]
-    if missing:
-        raise ValueError(f"{hparams_path} lacks the key(s) {missing}")
-    if checkpoint is None:
-        checkpoint = find_stage_checkpoint(
-            experiment, max_key=tree.get("selection_key")
-        )
-    checkpoint = Path(checkpoint)
-    state = _model_state(checkpoint, weights)
-
-    encoder_node = _copy_node(tree["encoder"])
-    class_list = experiment / CLASSES_FILE
-    if class_list.is_file():
-        # The run's own record: the YAML may read its classes from a file
-        # in the data folder, which need not exist any more.
-        from speechbrain_sed_condmix.dataio.custom import load_classes
-
-        encoder_node["classes"] = _copy_node(
-            load_classes(classes_file=class_list)
-        )
-    encoder = _load_yaml_text(_dump_yaml({"encoder": encoder_node}))["encoder"]
-    # The checkpoint's record of its classes and front end must match.
-    from speechbrain_sed_condmix.metadata import ModelMetadata
-
-    frontend = _load_yaml_text(
-        _dump_yaml({"frontend": _copy_node(tree["frontend"])})
-    )["frontend"]
-    ModelMetadata(encoder.classes, frontend, encoder).check_folder(checkpoint)
-    encoder_node["classes"] = _copy_node(list(encoder.classes))
-    if postprocessing is None:
-        tuned = experiment / "postprocessing.json"
-        # The recipe tunes the teacher's post-processing only.
-        if tuned.is_file() and weights == "teacher":
-            postprocessing = PostProcessing.load(tuned)
-        else:
-            postprocessing = PostProcessing(
-                encoder.classes,
-                median_filter=_plain_yaml(tree.get("median_filter", 1)),
-                info={"tuned": "no: the recipe's median filter, threshold 0.5"},
-            )
-    elif isinstance(postprocessing, dict):
-        postprocessing = PostProcessing.from_dict(postprocessing)
-    if postprocessing.classes != list(encoder.classes):
-        raise ValueError(
-            f"post-processing classes {postprocessing.classes} differ from "
-            f"the model's {list(encoder.classes)}"
-        )
-    window = encoder.audio_duration
-    if window_hop is None:
-        window_hop = window / 2
-    if not 0 < float(window_hop) <= window:
-        raise ValueError(f"window_hop must be in (0, {window}] s")
-
-    from hyperpyyaml.core import RefTag
-
-    out_tree = {
-        "sample_rate": int(encoder.sample_rate),
-        "encoder": encoder_node,
-        "frontend": _copy_node(tree["frontend"]),
-        "model": _copy_node(tree["student"]),
-        "modules": {
-            "frontend": RefTag("<frontend>"),
-            "model": RefTag("<model>"),
-        },
-        "pretrainer": _tagged_map(
-            "!new:speechbrain.utils.parameter_transfer.Pretrainer",
-            {"loadables": {"model": RefTag("<model>")}},
-        ),
-        "window_hop": float(window_hop),
-        "batch_size": int(batch_size),
-        "silence_peak": float(silence_peak),
-        "postprocessing": postprocessing.to_dict(),
-        "export_info": {
-            "experiment": str(experiment.resolve()),
-            "checkpoint": checkpoint.name,
-            "weights": weights,
-            "date": datetime.date.today().isoformat(),
-        },
-    }
-    header = (
-        "# SoundEventDetector model exported by speechbrain_sed_condmix\n"
-        "# (export_detector / sed-export). Load it with\n"
-        "#   SoundEventDetector.from_hparams(source=<this folder>, "
-        "savedir=...)\n"
-        "# or run: sed-detect FILES --model <this folder>\n"
-        "# window_hop: seconds between the windows of long files;\n"
-        "# silence_peak: peak amplitude under which a window is silence;\n"
-        "# postprocessing: median filter (frames) and thresholds, or cSEBB\n"
-        "# (needs the optional sebbs package); null merge thresholds are off.\n"
-    )
-    text = header + _dump_yaml(out_tree)
-    # Check the folder before writing it: the YAML loads and the weights
-    # fit the model exactly.
-    loaded = _load_yaml_text(text)
-    try:
-        loaded["model"].load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"the {weights} weights of {checkpoint} do not fit the model of "
-            f"{hparams_path}: {err}"
-        ) from err
-    PostProcessing.from_dict(loaded["postprocessing"])
-
-    out = Path(out_folder)
-    out.mkdir(parents=True, exist_ok=True)
-    targets = [out / HPARAMS_FILE, out / MODEL_FILE]
-    existing = [p.name for p in targets if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{out} already holds {existing}; pass overwrite=True "
-            "(sed-export --force) to replace them"
-        )
-    torch.save(state, out / MODEL_FILE)
-    (out / HPARAMS_FILE).write_text(text)
-    logger.info(
-        "Exported the %s of %s to %s", weights, checkpoint, out.resolve()
-    )
-    return out
-
-
-def _plain_yaml(value):
-    """Plain Python values from ruamel scalars and sequences."""
-    if isinstance(value, dict):
-        return {str(k): _plain_yaml(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain_yaml(v) for v in value]
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    return value
