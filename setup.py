@@ -39,6 +39,7 @@ setup(
             "sed-mini-desed=speechbrain_sed_condmix.cli:mini_desed_main",
             "sed-prepare-desed=speechbrain_sed_condmix.cli:prepare_desed_main",
             "sed-export=speechbrain_sed_condmix.cli:export_main",
+            "sed-import=speechbrain_sed_condmix.cli:import_main",
             "sed-detect=speechbrain_sed_condmix.cli:detect_main",
         ],
     },

@@ -3,7 +3,10 @@
 - ``sed-mini-desed``: generate mini-DESED (synthetic audio, not DESED);
 - ``sed-prepare-desed``: check and prepare a DESED-layout dataset;
 - ``sed-export``: pack a trained model into a SoundEventDetector folder;
-- ``sed-detect``: detect sound events in audio files with such a folder.
+- ``sed-import``: make such a folder from a released DESED_task CRNN or
+  ATST-SED checkpoint;
+- ``sed-detect``: detect sound events in audio files, or in a stream of
+  raw PCM (``--stream``), with such a folder.
 
 Authors
  * speechbrain-sed-condmix contributors 2026
@@ -184,6 +187,11 @@ def export_main(argv=None):
         "the model's clip length, 5 s for 10 s clips)",
     )
     parser.add_argument(
+        "--license",
+        default="unknown",
+        help="licence of the weights, for the model card",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="replace existing files"
     )
     args = parser.parse_args(argv)
@@ -195,11 +203,106 @@ def export_main(argv=None):
             weights=args.weights,
             window_hop=args.window_hop,
             overwrite=args.force,
+            license=args.license,
         )
     except (OSError, ValueError) as err:
         print(f"sed-export: {err}", file=sys.stderr)
         return 2
     print(f"Exported the {args.weights} of {args.experiment} to {out}")
+    print(f"Try: sed-detect some.wav --model {out}")
+    return 0
+
+
+def import_main(argv=None):
+    """Import a released checkpoint (``sed-import``).
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Command-line arguments (defaults to ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 on error.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmp_path")
+    >>> import_main(["desed-crnn", str(tmp / "none.ckpt"), "--out", "x"])
+    2
+    """
+    _quiet_third_party()
+    from speechbrain_sed_condmix.importing import RELEASES, import_release
+
+    parser = argparse.ArgumentParser(
+        prog="sed-import",
+        description=(
+            "Make a SoundEventDetector folder (as sed-export does) from a "
+            "released checkpoint: the DCASE 2023 Task 4 baseline CRNN of "
+            "DESED_task (desed-crnn) or an ATST-SED stage-2 checkpoint "
+            "(atst-sed), with the reference's front end, class order and "
+            "post-processing."
+        ),
+    )
+    parser.add_argument("kind", choices=sorted(RELEASES))
+    parser.add_argument("checkpoint", help="the released .ckpt file")
+    parser.add_argument("--out", required=True, help="folder to write")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--teacher",
+        dest="weights",
+        action="store_const",
+        const="teacher",
+        help="import the EMA teacher (default, as the references deploy)",
+    )
+    which.add_argument(
+        "--student",
+        dest="weights",
+        action="store_const",
+        const="student",
+        help="import the student",
+    )
+    parser.add_argument(
+        "--median-filter",
+        type=int,
+        nargs="+",
+        metavar="FRAMES",
+        help="median filter length in frames: one for all classes or one "
+        "per class (default: the reference's)",
+    )
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="read Python objects besides tensors; this runs code from the "
+        "file, so only for files from a source you trust",
+    )
+    parser.add_argument(
+        "--license",
+        default="unknown",
+        help="licence of the weights (see the releasing project), for the "
+        "model card",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace existing files"
+    )
+    args = parser.parse_args(argv)
+    weights = args.weights or "teacher"
+    try:
+        out = import_release(
+            args.kind,
+            args.checkpoint,
+            args.out,
+            weights=weights,
+            median_filter=args.median_filter,
+            trust_checkpoint=args.trust_checkpoint,
+            overwrite=args.force,
+            license=args.license,
+        )
+    except (OSError, ValueError) as err:
+        print(f"sed-import: {err}", file=sys.stderr)
+        return 2
+    print(f"Imported the {weights} of {args.checkpoint} to {out}")
     print(f"Try: sed-detect some.wav --model {out}")
     return 0
 
@@ -312,15 +415,18 @@ def detect_main(argv=None):
         ),
     )
     parser.add_argument(
-        "inputs", nargs="+", help="audio files and/or folders (recursive)"
+        "inputs",
+        nargs="*",
+        help="audio files and/or folders (recursive); with --stream, at "
+        "most one file (default: raw PCM on standard input)",
     )
     parser.add_argument(
         "--model", required=True, help="folder written by sed-export"
     )
     parser.add_argument(
         "--out",
-        default="events.tsv",
-        help="events TSV to write (default: events.tsv)",
+        help="events TSV to write (default: events.tsv; with --stream, "
+        "only when given)",
     )
     parser.add_argument(
         "--scores", help="folder for frame-score TSVs (sed_scores_eval)"
@@ -362,36 +468,75 @@ def detect_main(argv=None):
         action="store_true",
         help="no progress bar and no event listing",
     )
+    live = parser.add_argument_group(
+        "streaming",
+        "Events are printed (onset, offset, label, score, seconds of audio "
+        "received at emission) as soon as they are final; see "
+        "speechbrain_sed_condmix.streaming for the latency.",
+    )
+    live.add_argument(
+        "--stream",
+        action="store_true",
+        help="stream: raw PCM from standard input, or the file given",
+    )
+    live.add_argument(
+        "--realtime",
+        action="store_true",
+        help="play the file through the stream at real-time speed",
+    )
+    live.add_argument(
+        "--hop",
+        type=float,
+        default=1.0,
+        help="seconds between the model's windows (default 1)",
+    )
+    live.add_argument(
+        "--look-ahead",
+        type=float,
+        help="seconds of audio a frame keeps after it in its window "
+        "(default: (window - hop) / 2; less answers sooner, with less "
+        "future context)",
+    )
+    live.add_argument(
+        "--rate",
+        type=int,
+        help="sample rate of the PCM (default and only accepted: the model's)",
+    )
+    live.add_argument(
+        "--channels", type=int, default=1, help="PCM channels (averaged)"
+    )
+    live.add_argument(
+        "--pcm-format",
+        choices=["s16le", "f32le"],
+        default="s16le",
+        help="PCM sample format (default s16le)",
+    )
+    live.add_argument(
+        "--chunk",
+        type=float,
+        default=0.1,
+        help="seconds of audio read at a time (default 0.1)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
+    if args.stream:
+        if len(args.inputs) > 1:
+            print("sed-detect: --stream takes one file", file=sys.stderr)
+            return 2
+        if args.realtime and not args.inputs:
+            print("sed-detect: --realtime plays a file", file=sys.stderr)
+            return 2
     files = collect_audio(args.inputs)
-    if not files:
+    if not files and not args.stream:
         print("sed-detect: no audio files found", file=sys.stderr)
         return 2
-    model = Path(args.model)
-    if not (model / "hyperparams.yaml").is_file():
-        print(
-            f"sed-detect: {model} is not an exported model (no "
-            "hyperparams.yaml); make one with sed-export",
-            file=sys.stderr,
-        )
+    detector = _load_detector(args)
+    if detector is None:
         return 2
-    from speechbrain_sed_condmix.inference import SoundEventDetector
-
-    try:
-        detector = SoundEventDetector.from_hparams(
-            source=str(model.resolve()),
-            savedir=args.savedir,
-            run_opts={"device": args.device},
-            method=args.method,
-            window_hop=args.window_hop,
-            optimize=not args.no_optimize,
-            compile=args.compile,
-        )
-    except (OSError, ValueError, ImportError) as err:
-        print(f"sed-detect: cannot load {model}: {err}", file=sys.stderr)
-        return 2
+    if args.stream:
+        return _stream(detector, args, files)
+    args.out = args.out or "events.tsv"
     truth = {}
     if args.ground_truth:
         from speechbrain_sed_condmix.metrics import load_ground_truth
@@ -438,6 +583,73 @@ def detect_main(argv=None):
         for path, message in failures:
             print(f"  {path}: {message}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _load_detector(args):
+    """The detector of ``--model``, or None after printing why not."""
+    model = Path(args.model)
+    if not (model / "hyperparams.yaml").is_file():
+        print(
+            f"sed-detect: {model} is not a detector folder (no "
+            "hyperparams.yaml); make one with sed-export or sed-import",
+            file=sys.stderr,
+        )
+        return None
+    from speechbrain_sed_condmix.inference import SoundEventDetector
+
+    try:
+        return SoundEventDetector.from_hparams(
+            source=str(model.resolve()),
+            savedir=args.savedir,
+            run_opts={"device": args.device},
+            method=args.method,
+            window_hop=args.window_hop,
+            optimize=not args.no_optimize,
+            compile=args.compile,
+        )
+    except (OSError, ValueError, ImportError) as err:
+        print(f"sed-detect: cannot load {model}: {err}", file=sys.stderr)
+        return None
+
+
+def _stream(detector, args, files):
+    """``sed-detect --stream``: events on stdout as they settle."""
+    from speechbrain_sed_condmix.streaming import file_chunks, pcm_chunks
+
+    samples = max(int(round(args.chunk * detector.sample_rate)), 1)
+    if files:
+        chunks = file_chunks(detector, files[0][0], samples, args.realtime)
+        rate = None
+    else:
+        rate = args.rate or detector.sample_rate
+        chunks = pcm_chunks(
+            sys.stdin.buffer, samples, args.channels, args.pcm_format
+        )
+    columns = ["onset", "offset", "event_label", "score", "emitted_at"]
+    print("\t".join(columns), flush=True)
+    rows = []
+    try:
+        for event in detector.stream(
+            chunks, hop=args.hop, look_ahead=args.look_ahead, sample_rate=rate
+        ):
+            rows.append(event)
+            print(
+                f"{event.onset:.3f}\t{event.offset:.3f}\t"
+                f"{event.event_label}\t{event.score:.4f}\t"
+                f"{event.emitted_at:.3f}",
+                flush=True,
+            )
+    except (OSError, ValueError) as err:
+        print(f"sed-detect: {err}", file=sys.stderr)
+        return 2
+    if args.out:
+        import pandas as pd
+
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table = pd.DataFrame(rows, columns=columns)
+        table.to_csv(out, sep="\t", index=False)
     return 0
 
 

@@ -365,3 +365,84 @@ def stream_events(detector, chunks, **kwargs):
     for chunk in chunks:
         yield from stream.push(chunk)
     yield from stream.finish()
+
+
+def pcm_chunks(stream, samples, channels=1, pcm_format="s16le"):
+    """Read raw little-endian PCM as float chunks of ``samples`` frames.
+
+    Arguments
+    ---------
+    stream : binary file object
+        E.g. ``sys.stdin.buffer``.
+    samples : int
+        Sample frames per chunk (the last one may be shorter).
+    channels : int
+        Interleaved channels.
+    pcm_format : str
+        ``"s16le"`` (scaled to [-1, 1)) or ``"f32le"``.
+
+    Yields
+    ------
+    numpy.ndarray
+        ``[samples, channels]`` float32.
+
+    Example
+    -------
+    >>> import io
+    >>> raw = (np.array([0, 16384, -32768, 8192], "<i2")).tobytes()
+    >>> [c[:, 0].tolist() for c in pcm_chunks(io.BytesIO(raw), 3)]
+    [[0.0, 0.5, -1.0], [0.25]]
+    """
+    dtype = np.dtype("<i2" if pcm_format == "s16le" else "<f4")
+    frame_bytes = dtype.itemsize * channels
+    pending = b""
+    while True:
+        data = stream.read(samples * frame_bytes - len(pending))
+        if not data:
+            break
+        pending += data
+        if len(pending) < samples * frame_bytes:
+            continue
+        yield _pcm_array(pending, dtype, channels)
+        pending = b""
+    usable = len(pending) - len(pending) % frame_bytes
+    if usable:
+        yield _pcm_array(pending[:usable], dtype, channels)
+
+
+def _pcm_array(data, dtype, channels):
+    values = np.frombuffer(data, dtype=dtype).reshape(-1, channels)
+    values = values.astype(np.float32)
+    if dtype.kind == "i":
+        values /= 32768.0
+    return values
+
+
+def file_chunks(detector, path, samples, realtime=False):
+    """A file's waveform in chunks, paced at real time if asked.
+
+    Arguments
+    ---------
+    detector : SoundEventDetector
+        Reads the file at its sample rate.
+    path : str or pathlib.Path
+        Audio file.
+    samples : int
+        Samples per chunk.
+    realtime : bool
+        Yield each chunk when its audio would have been played.
+
+    Yields
+    ------
+    torch.Tensor
+        Chunks of the mono waveform.
+    """
+    wav = detector.load_audio(path)
+    import time
+
+    start = time.perf_counter()
+    for first in range(0, len(wav), samples):
+        if realtime:
+            due = start + first / detector.sample_rate
+            time.sleep(max(due - time.perf_counter(), 0.0))
+        yield wav[first : first + samples]
