@@ -5,10 +5,18 @@ arbitrary but deterministic scores; per-class thresholds at the median of
 its offline scores make many events, so that every boundary is exercised.
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
+from speechbrain_sed_condmix.cli import detect_main
+from speechbrain_sed_condmix.export import export_detector
+from speechbrain_sed_condmix.importing import DESED_CLASSES
 from speechbrain_sed_condmix.inference import SoundEventDetector
 from speechbrain_sed_condmix.postprocessing import PostProcessing
 from speechbrain_sed_condmix.streaming import EventStream
@@ -20,8 +28,6 @@ HOP, LOOK_AHEAD = 2.0, 3.0
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, make_experiment):
-    from speechbrain_sed_condmix.export import export_detector
-
     root = tmp_path_factory.mktemp("stream")
     experiment, _ = make_experiment(root / "exp", "crnn_mt.yaml", SMALL_CRNN)
     return export_detector(experiment, root / "model")
@@ -169,3 +175,65 @@ def test_default_look_ahead_centres_the_windows(detector):
         EventStream(detector, hop=11.0)
     with pytest.raises(ValueError, match="resample"):
         EventStream(detector, sample_rate=44100)
+
+
+@pytest.fixture(scope="module")
+def dog_folder(folder, tmp_path_factory):
+    """The small model with a Dog threshold that every frame passes."""
+    threshold = dict.fromkeys(DESED_CLASSES, 2.0)
+    threshold["Dog"] = -1.0
+    post = PostProcessing(DESED_CLASSES, median_filter=7, threshold=threshold)
+    return export_detector(
+        folder.parent / "exp",
+        tmp_path_factory.mktemp("dog") / "model",
+        postprocessing=post,
+    )
+
+
+def test_pcm_piped_into_sed_detect_stream(dog_folder, tmp_path):
+    """End to end: 16-bit PCM on stdin, events on stdout."""
+    command = Path(sys.executable).parent / "sed-detect"
+    pcm = (np.clip(_signal(12.0, seed=5), -1, 0.999) * 32768).astype("<i2")
+    result = subprocess.run(
+        [
+            str(command),
+            "--stream",
+            "--model",
+            str(dog_folder),
+            "--hop",
+            "2",
+            "--out",
+            str(tmp_path / "events.tsv"),
+        ],
+        input=pcm.tobytes(),
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().strip().splitlines()
+    assert lines[0] == "onset\toffset\tevent_label\tscore\temitted_at"
+    assert lines[1:] and lines[1].startswith("0.000\t11.984\tDog\t")
+    assert lines[1].endswith("\t12.000")
+    assert (tmp_path / "events.tsv").read_text().count("Dog") == 1
+
+
+def test_sed_detect_stream_plays_a_file(dog_folder, tmp_path, capsys):
+    path = tmp_path / "clip.wav"
+    sf.write(path, _signal(3.0, seed=6), RATE)
+    code = detect_main(
+        [
+            "--stream",
+            "--realtime",
+            str(path),
+            "--model",
+            str(dog_folder),
+            "--chunk",
+            "0.5",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[1].startswith("0.000\t3.000\tDog\t")
+    assert detect_main(["--stream", "--realtime", "--model", "x"]) == 2
