@@ -19,7 +19,9 @@ detection computes with the same windows (see
 
 Latency and cost (:meth:`EventStream.latency`): an event is emitted at
 most ``look_ahead + hop + (median half-length + 1) frames`` (plus the 16 ms
-the 156 frames leave uncovered in a 10 s window) after its offset, and
+the 156 frames leave uncovered in a 10 s window, and up to one frame as the
+frames of a window need not sit on the previous window's grid) after its
+offset, and
 never before the first whole window (10 s) has arrived. A
 shorter ``look_ahead`` answers sooner but scores frames with less future
 context in the bidirectional GRU (and the transformer), so the scores drift
@@ -280,6 +282,8 @@ class EventStream:
         decided = n_rows if final else max(n_rows - self.margin, 0)
         if decided <= self._decided and not final:
             return []
+        if decided <= self._decided:  # the end brought no new frame
+            return self._close_all(self._received)
         # Raw rows around the newly decided frames: the median filter of a
         # frame reads at most `margin` frames on each side.
         lo = max(self._decided - self.margin, self._row0)
@@ -310,12 +314,20 @@ class EventStream:
                     self._open[c] = None
         self._decided = decided
         if final:
-            for c, state in enumerate(self._open):
-                if state is not None:
-                    events.append(self._event(c, state, decided, emitted_at))
-            self._open = [None] * len(self.classes)
+            events += self._close_all(self._received)
         events.sort(key=lambda e: (e.onset, e.offset, e.event_label))
         self._drop_old_rows()
+        return events
+
+    def _close_all(self, received):
+        """Close the events still open at the end of the stream."""
+        emitted_at = round(received / self.rate, TIME_DECIMALS)
+        events = [
+            self._event(c, state, self._decided, emitted_at)
+            for c, state in enumerate(self._open)
+            if state is not None
+        ]
+        self._open = [None] * len(self.classes)
         return events
 
     def _event(self, c, state, stop, emitted_at):

@@ -237,3 +237,24 @@ def test_sed_detect_stream_plays_a_file(dog_folder, tmp_path, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert out[1].startswith("0.000\t3.000\tDog\t")
     assert detect_main(["--stream", "--realtime", "--model", "x"]) == 2
+
+
+def test_stream_without_median_filter(folder, tmp_path):
+    """Median length 1 (no look-ahead for the filter) still matches."""
+    det = SoundEventDetector.from_hparams(
+        source=str(folder),
+        savedir=tmp_path / "sd",
+        batch_size=1,
+        window_hop=1.0,
+    )
+    wav = _signal(10.0, seed=7)
+    raw = det.raw_frame_scores([torch.from_numpy(wav)], 4.0)[0]
+    det.postprocessing = PostProcessing(
+        det.classes,
+        median_filter=1,
+        threshold={c: float(raw[c].median()) for c in det.classes},
+    )
+    offline = det.postprocessing.events(raw)
+    streamed = list(det.stream(_chunks(wav, 0.3), hop=1.0, look_ahead=4.0))
+    assert len(offline) > 3
+    assert _as_rows(streamed) == _as_rows(offline.itertuples(index=False))
