@@ -102,6 +102,14 @@ ATST_HEAD_DIM = 64
 _MAX_KEYS_SHOWN = 12
 
 
+ATST_NOTE = (
+    "# The front end and post-processing are the reference's. ATST-SED\n"
+    "# floors the ATST dB 80 below the batch maximum; on the one clip its\n"
+    "# detector sees at a time that is the clip's own maximum, recorded as\n"
+    "# per_clip_top_db because this detector batches windows.\n"
+)
+
+
 class ReleaseCheckpointError(ValueError):
     """A file that is not a usable release checkpoint of the kind asked."""
 
@@ -503,7 +511,9 @@ def import_release(
         "import_info",
         info,
     )
-    text = YAML_HEADER.format(how=f"sed-import {kind}") + dump_yaml(tree)
+    text = YAML_HEADER.format(how=f"sed-import {kind}")
+    text += ATST_NOTE if kind == "atst-sed" else ""
+    text += dump_yaml(tree)
 
     def card(loaded, config_hash, model_sha256, folder):
         source = [

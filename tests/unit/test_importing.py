@@ -279,3 +279,11 @@ def test_pickled_objects_need_trust(crnn_release, tmp_path):
     state = torch.load(out / "model.ckpt", weights_only=True)
     assert torch.equal(state["dense.weight"], teacher["dense.weight"])
     assert import_main(["atst-sed", str(pickled), "--out", "x"]) == 2
+
+
+def test_other_class_counts_are_refused(tmp_path):
+    state = _randomise(CRNN(n_class=27), 6)
+    path = tmp_path / "r24.ckpt"
+    torch.save(_lightning(state, state), path)
+    with pytest.raises(ReleaseCheckpointError, match="27 output classes"):
+        import_release("desed-crnn", path, tmp_path / "o")
