@@ -410,8 +410,9 @@ def detect_main(argv=None):
         prog="sed-detect",
         description=(
             "Detect sound events in audio files (any format soundfile "
-            "reads, any sample rate and channel count, any length) with a "
-            "model exported by sed-export."
+            "reads, any sample rate and channel count, any length), or in a "
+            "stream (--stream), with a folder written by sed-export or "
+            "sed-import."
         ),
     )
     parser.add_argument(
@@ -421,7 +422,9 @@ def detect_main(argv=None):
         "most one file (default: raw PCM on standard input)",
     )
     parser.add_argument(
-        "--model", required=True, help="folder written by sed-export"
+        "--model",
+        required=True,
+        help="folder written by sed-export or sed-import",
     )
     parser.add_argument(
         "--out",
