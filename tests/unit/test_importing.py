@@ -8,7 +8,7 @@ written out here with torchaudio: waveform -> reference mel -> reference
 log and scaling -> a model holding the checkpoint's teacher weights.
 """
 
-import argparse
+import datetime
 
 import numpy as np
 import pytest
@@ -268,7 +268,7 @@ def test_mismatched_layout_lists_the_keys(tmp_path):
 def test_pickled_objects_need_trust(crnn_release, tmp_path):
     path, _, teacher = crnn_release
     ckpt = torch.load(path, weights_only=True)
-    ckpt["hyper_parameters"] = argparse.Namespace(median_window=7)
+    ckpt["hyper_parameters"] = {"date": datetime.date(2023, 5, 31)}
     pickled = tmp_path / "objects.ckpt"
     torch.save(ckpt, pickled)
     with pytest.raises(ReleaseCheckpointError, match="--trust-checkpoint"):
