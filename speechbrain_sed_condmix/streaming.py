@@ -46,10 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from speechbrain_sed_condmix.postprocessing import (
-    _thresholds_per_class,
-    median_filter,
-)
+from speechbrain_sed_condmix.postprocessing import median_filter
 from speechbrain_sed_condmix.scores import TIME_DECIMALS
 from speechbrain_sed_condmix.windowing import window_rows
 
@@ -138,7 +135,11 @@ class EventStream:
         self.classes = list(detector.classes)
         self.lengths = dict(post.median_filter)
         self.margin = max(self.lengths.values()) // 2
-        self.thresholds = _thresholds_per_class(post.threshold, self.classes)
+        threshold = post.threshold
+        self.thresholds = [
+            float(threshold[c] if isinstance(threshold, dict) else threshold)
+            for c in self.classes
+        ]
         self._audio = torch.zeros(0)
         self._audio_start = 0  # absolute sample of self._audio[0]
         self._received = 0
