@@ -192,7 +192,8 @@ def release_state_dict(checkpoint, source, kind, weights="teacher"):
     -------
     dict
         Prefix removed; profiler counters (``total_ops``,
-        ``total_params``) dropped.
+        ``total_params``) dropped. Without ``state_dict``, the top-level
+        ``sed_teacher`` / ``sed_student`` dicts that ATST-SED also saves.
 
     Example
     -------
@@ -201,6 +202,9 @@ def release_state_dict(checkpoint, source, kind, weights="teacher"):
     ...                        "mel_spec.fb": torch.zeros(3)}}
     >>> release_state_dict(ckpt, "x.ckpt", "desed-crnn")
     {'dense.bias': tensor([0., 0.])}
+    >>> release_state_dict({"sed_teacher": {"dense.bias": torch.ones(1)}},
+    ...                    "y.ckpt", "atst-sed")
+    {'dense.bias': tensor([1.])}
     """
     if not isinstance(checkpoint, Mapping):
         raise ReleaseCheckpointError(
@@ -208,6 +212,11 @@ def release_state_dict(checkpoint, source, kind, weights="teacher"):
             f"{type(checkpoint).__name__}, not a dict with 'state_dict')"
         )
     state = checkpoint.get("state_dict")
+    bare = checkpoint.get(f"sed_{weights}")
+    if not isinstance(state, Mapping) and isinstance(bare, Mapping):
+        # ATST-SED's on_save_checkpoint also keeps each model's weights
+        # unprefixed at the top level; a file may hold only those.
+        state = {PREFIXES[weights] + k: v for k, v in bare.items()}
     if not isinstance(state, Mapping):
         raise ReleaseCheckpointError(
             f"{source}: not a Lightning checkpoint: no 'state_dict' entry "
