@@ -287,3 +287,28 @@ def test_other_class_counts_are_refused(tmp_path):
     torch.save(_lightning(state, state), path)
     with pytest.raises(ReleaseCheckpointError, match="27 output classes"):
         import_release("desed-crnn", path, tmp_path / "o")
+
+
+def test_imported_atst_sed_streams_like_offline(atst_release, tmp_path):
+    """ATST-Frame takes 10 s at most: the stream runs whole 10 s windows."""
+    path, _, _ = atst_release
+    out = import_release("atst-sed", path, tmp_path / "atst", window_hop=2.0)
+    detector = SoundEventDetector.from_hparams(
+        source=str(out), savedir=tmp_path / "sd", batch_size=1
+    )
+    assert detector.window_samples == 160000
+    wav = torch.cat([_clip(2), _clip(3)[:64000]]).numpy()
+    raw = detector.raw_frame_scores([torch.from_numpy(wav)], 3.0)[0]
+    events = detector.postprocessing.events(raw)
+    chunks = [wav[i : i + 4000] for i in range(0, len(wav), 4000)]
+    streamed = list(detector.stream(chunks, hop=2.0, look_ahead=3.0))
+    assert len(events) > 0
+    assert [
+        (e.onset, e.offset, e.event_label, pytest.approx(e.score))
+        for e in sorted(streamed)
+    ] == [
+        tuple(row)
+        for row in events.sort_values(
+            ["onset", "offset", "event_label"]
+        ).itertuples(index=False)
+    ]
