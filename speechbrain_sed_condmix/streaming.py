@@ -456,6 +456,8 @@ def file_chunks(detector, path, samples, realtime=False):
     start = time.perf_counter()
     for first in range(0, len(wav), samples):
         if realtime:
-            due = start + first / detector.sample_rate
+            # A chunk of live audio exists once its last sample is played.
+            end = min(first + samples, len(wav))
+            due = start + end / detector.sample_rate
             time.sleep(max(due - time.perf_counter(), 0.0))
         yield wav[first : first + samples]

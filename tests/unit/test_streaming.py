@@ -5,6 +5,8 @@ arbitrary but deterministic scores; per-class thresholds at the median of
 its offline scores make many events, so that every boundary is exercised.
 """
 
+import time
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -189,6 +191,7 @@ def dog_folder(folder, tmp_path_factory):
 def test_sed_detect_stream_plays_a_file(dog_folder, tmp_path, capsys):
     path = tmp_path / "clip.wav"
     sf.write(path, _signal(3.0, seed=6), RATE)
+    start = time.perf_counter()
     code = detect_main(
         [
             "--stream",
@@ -202,6 +205,8 @@ def test_sed_detect_stream_plays_a_file(dog_folder, tmp_path, capsys):
         ]
     )
     assert code == 0
+    # Played at real-time speed: the 3 s of audio take at least 3 s.
+    assert time.perf_counter() - start >= 3.0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[1].startswith("0.000\t3.000\tDog\t")
     assert detect_main(["--stream", "--realtime", "--model", "x"]) == 2
