@@ -216,6 +216,7 @@ def export_detector(
     data = plain_yaml(tree.get("data_folder", "unknown"))
 
     def card(loaded, config_hash, model_sha256, folder):
+        """The model card of the exported folder (Markdown)."""
         source = [
             f"- training run: `{experiment.name}` (recipe "
             "recipes/DESED/SED/train.py), checkpoint "

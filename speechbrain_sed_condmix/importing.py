@@ -39,8 +39,6 @@ Authors
 
 import datetime
 import logging
-import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -56,6 +54,10 @@ from speechbrain_sed_condmix.model_folder import (
     tagged_map,
 )
 from speechbrain_sed_condmix.postprocessing import PostProcessing
+from speechbrain_sed_condmix.safe_load import (
+    CheckpointLoadError,
+    load_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,26 +154,16 @@ def read_checkpoint(path, trust_checkpoint=False):
     if path.stat().st_size == 0:
         raise ReleaseCheckpointError(f"{path}: the file is empty (0 bytes)")
     try:
-        return torch.load(
-            path, map_location="cpu", weights_only=not trust_checkpoint
+        # The project's one checkpoint reader: weights and plain values
+        # (Lightning's hyper-parameters included) load without running code
+        # from the file; anything else needs --trust-checkpoint.
+        return load_checkpoint(
+            path,
+            trust_checkpoint=trust_checkpoint,
+            opt_in="--trust-checkpoint (trust_checkpoint=True)",
         )
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
-            raise ReleaseCheckpointError(
-                f"{path}: the checkpoint holds Python objects besides "
-                "tensors, and reading them runs code from the file. If you "
-                "trust its source, pass --trust-checkpoint "
-                "(trust_checkpoint=True)."
-            ) from None
-        raise ReleaseCheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({err})"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ReleaseCheckpointError(
-            f"{path}: cannot read it as a PyTorch checkpoint; the file is "
-            f"truncated or of another kind ({first})"
-        ) from None
+    except CheckpointLoadError as err:
+        raise ReleaseCheckpointError(str(err)) from None
 
 
 def release_state_dict(checkpoint, source, kind, weights="teacher"):
@@ -525,6 +517,7 @@ def import_release(
     text += dump_yaml(tree)
 
     def card(loaded, config_hash, model_sha256, folder):
+        """The model card of the imported folder (Markdown)."""
         source = [
             f"- released by: {release['project']}",
             f"- file: `{path.name}`, {size} bytes, sha256 `{digest}`",

@@ -11,6 +11,9 @@ from speechbrain_sed_condmix.export import export_detector
 from speechbrain_sed_condmix.importing import DESED_CLASSES
 from speechbrain_sed_condmix.postprocessing import PostProcessing
 
+# sed-detect subprocesses: slow.
+pytestmark = pytest.mark.slow
+
 SMALL_CRNN = {"cnn_filters": [4, 8, 8, 8, 8, 8, 8], "rnn_hidden": 8}
 
 

@@ -5,6 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# A benchmark subprocess: slow.
+pytestmark = pytest.mark.slow
+
 BENCHMARK = (
     Path(__file__).resolve().parents[2] / "benchmarks" / "streaming_latency.py"
 )

@@ -5,9 +5,6 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "speechbrain_sed_condmix"
 MAX_LINES = 700
 
-#: Modules still being split (their own issues); remove them once done.
-NOT_YET_SPLIT = {"inference.py"}
-
 
 def test_no_module_over_700_lines():
     too_long = {
@@ -15,6 +12,4 @@ def test_no_module_over_700_lines():
         for path in sorted(PACKAGE.rglob("*.py"))
         if (n_lines := len(path.read_text().splitlines())) > MAX_LINES
     }
-    for name in NOT_YET_SPLIT:
-        too_long.pop(name, None)
     assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
