@@ -576,3 +576,28 @@ def test_detector_folder_with_a_malicious_model_file_runs_nothing(
             source=str(folder), savedir=str(tmp_path / "sd")
         )
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sed_import_refuses_a_malicious_release_file(layout, tmp_path):
+    from speechbrain_sed_condmix.importing import (
+        ReleaseCheckpointError,
+        read_checkpoint,
+    )
+
+    marker = tmp_path / "pwned"
+    path = evil_checkpoint(layout, tmp_path / "evil.ckpt", str(marker))
+    with pytest.raises(ReleaseCheckpointError) as err:
+        read_checkpoint(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "posix.system" in message
+    assert "--trust-checkpoint" in message
+    assert not marker.exists()
+    # The same file in the real layout without the payload loads as is.
+    entries, _ = layout_weights(layout)
+    clean = tmp_path / "clean.ckpt"
+    torch.save(lightning_checkpoint(entries, {"lr": 1e-3}), clean)
+    state = read_checkpoint(clean)
+    assert state["state_dict"].keys() == entries["state_dict"].keys()
+    assert state["hyper_parameters"] == {"lr": 1e-3}
