@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from speechbrain_sed_condmix.dataio import layout
 from speechbrain_sed_condmix.model_folder import (
     DEFAULT_SILENCE_PEAK,
     YAML_HEADER,
@@ -61,19 +62,9 @@ from speechbrain_sed_condmix.safe_load import (
 
 logger = logging.getLogger(__name__)
 
-#: The DESED classes in the order of both releases' encoders.
-DESED_CLASSES = [
-    "Alarm_bell_ringing",
-    "Blender",
-    "Cat",
-    "Dishes",
-    "Dog",
-    "Electric_shaver_toothbrush",
-    "Frying",
-    "Running_water",
-    "Speech",
-    "Vacuum_cleaner",
-]
+#: The DESED classes in the order of both releases' encoders (the
+#: alphabetical order of the DESED preparation).
+DESED_CLASSES = list(layout.DESED_CLASSES)
 
 #: CNN pooling (time, frequency) of both references' 7 blocks.
 REFERENCE_POOLING = [[2, 2], [2, 2], [1, 2], [1, 2], [1, 2], [1, 2], [1, 2]]

@@ -446,7 +446,8 @@ def test_no_desed_class_names_outside_the_desed_prep():
 
     from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
 
-    allowed = {"dataio/desed.py", "dataio/layout.py"}
+    # sed-import reads released DESED models, which carry DESED's classes.
+    allowed = {"dataio/desed.py", "dataio/layout.py", "importing.py"}
     package = REPO / "speechbrain_sed_condmix"
     found = []
     for path in sorted(package.rglob("*.py")):
