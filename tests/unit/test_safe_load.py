@@ -564,6 +564,10 @@ def test_detector_folder_with_a_malicious_model_file_runs_nothing(
     import shutil
 
     from speechbrain_sed_condmix.inference import SoundEventDetector
+    from speechbrain_sed_condmix.model_folder import (
+        CARD_FILE,
+        ModelFileMismatchError,
+    )
 
     folder = tmp_path / "model"
     shutil.copytree(crnn_export[1], folder)
@@ -571,9 +575,18 @@ def test_detector_folder_with_a_malicious_model_file_runs_nothing(
     state = load_checkpoint(folder / "model.ckpt")
     state["x"] = RunsCommand(f"touch {shlex.quote(str(marker))}")
     torch.save(state, folder / "model.ckpt")
-    with pytest.raises(pickle.UnpicklingError, match="posix.system"):
+    # The model card's sha256 stops the changed file before any load.
+    with pytest.raises(ModelFileMismatchError, match="sha256"):
         SoundEventDetector.from_hparams(
             source=str(folder), savedir=str(tmp_path / "sd")
+        )
+    assert not marker.exists()
+    # Without a card (a folder written by hand), the weights-only load
+    # refuses the pickled object.
+    (folder / CARD_FILE).unlink()
+    with pytest.raises(pickle.UnpicklingError, match="posix.system"):
+        SoundEventDetector.from_hparams(
+            source=str(folder), savedir=str(tmp_path / "sd2")
         )
     assert not marker.exists()
 
