@@ -4,6 +4,7 @@ weights stops the run at start-up; on, it is unpickled and the log says so.
 
 import datetime
 
+import pytest
 import torch
 from tiny_runs import recipe_command, run
 
@@ -18,6 +19,7 @@ def start_up_report(cmd, out, prep):
     return result.stderr + (out / "log.txt").read_text()
 
 
+@pytest.mark.slow  # recipe runs
 def test_recipe_refuses_untrusted_checkpoint_and_honours_opt_in(
     mini_desed_tiny, tmp_path
 ):

@@ -261,6 +261,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a child process per kill point
 @pytest.mark.parametrize(
     "kill_after, expected",
     [
@@ -324,6 +325,7 @@ DDP_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # two gloo processes
 def test_disk_full_under_ddp_stops_every_rank_with_the_message(tmp_path):
     procs = [
         subprocess.Popen(
