@@ -46,7 +46,10 @@ def mini_desed_main(argv=None):
     >>> mini_desed_main(["--out", str(out), "--scale", "tiny", "--quiet"])
     0
     """
-    from speechbrain_sed_condmix.dataio.synth import generate_mini_desed
+    from speechbrain_sed_condmix.dataio.synth import (
+        SCALES,
+        generate_mini_desed,
+    )
 
     parser = argparse.ArgumentParser(
         prog="sed-mini-desed",
@@ -57,7 +60,10 @@ def mini_desed_main(argv=None):
     )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
-        "--scale", default="tiny", choices=["tiny", "small"], help="size"
+        "--scale",
+        default="tiny",
+        choices=list(SCALES),
+        help="size (ssl: label-scarce, for semi-supervised studies)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument(

@@ -44,6 +44,17 @@ SCALES = {
         "synth_val": 100,
         "validation": 200,
     },
+    # Label-scarce: few labelled clips, many unlabeled ones, so that
+    # semi-supervised learning has room to help; synth_val selects and
+    # tunes, the larger validation split only reports.
+    "ssl": {
+        "synth_train": 100,
+        "strong_train": 12,
+        "weak": 56,
+        "unlabeled": 1200,
+        "synth_val": 100,
+        "validation": 320,
+    },
 }
 
 #: Name of the marker written last into a complete generation.
@@ -272,8 +283,11 @@ def generate_mini_desed(out_dir, scale="tiny", seed=0, progress=None):
     out_dir : str or Path
         Dataset root to create or fill.
     scale : str
-        ``"tiny"`` (about 100 clips, seconds) or ``"small"`` (1500 clips,
-        about two minutes); see ``SCALES``.
+        ``"tiny"`` (about 100 clips, seconds), ``"small"`` (1500 clips,
+        about two minutes) or ``"ssl"`` (label-scarce: 100 strong
+        synthetic, 56 weak and 1200 unlabeled training clips, 100
+        synthetic validation clips for selection, 320 validation clips
+        for reporting); see ``SCALES``.
     seed : int
         Non-negative random seed.
     progress : bool or None
