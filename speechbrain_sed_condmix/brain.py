@@ -85,7 +85,8 @@ class SEDBrain(GracefulPreemption, sb.Brain):
     ``lr_schedule`` (e.g. ``WarmupCosineLR``), ``param_groups``,
     ``teacher_input`` (``mixed`` or ``clean``), ``mixup`` (None: no mixup),
     ``mix_subsets``, ``mix_inputs`` (None: every input), ``input_augment``
-    (None or one module or None per input), ``channels_last``,
+    (None or one module or None per input), ``feature_cache`` (a
+    ``FeatureCache``; no folder: none), ``channels_last``,
     ``max_bad_audio``, ``valid_every_n_epochs``, ``selection_key``,
     ``median_filter``, ``score_padded_tail``, ``csebbs_tuning``,
     ``n_event_rolls``, ``valid_ground_truth``, ``valid_durations``,
@@ -188,7 +189,9 @@ class SEDBrain(GracefulPreemption, sb.Brain):
         weak = batch.weak_labels.data.float()
         is_strong = batch.is_strong.bool()
         is_weak = batch.is_weak.bool()
-        mels = self.modules.frontend.mel(wavs)
+        # The opt-in cache (``FeatureCache``) reads each clip's linear mel
+        # from disk after its first step; with no folder it is the front end.
+        mels = self.hparams.feature_cache.mel(wavs, self.modules.frontend)
         if isinstance(mels, torch.Tensor):
             mels = [mels]
         info = MixInfo.identity(len(wavs), wavs.device)

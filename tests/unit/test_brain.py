@@ -14,6 +14,7 @@ from speechbrain_sed_condmix.brain import SEDBrain
 from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
 from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
 from speechbrain_sed_condmix.lobes.crnn import CRNN
+from speechbrain_sed_condmix.lobes.feature_cache import FeatureCache
 from speechbrain_sed_condmix.lobes.features import CNNMelFrontEnd
 from speechbrain_sed_condmix.optim import sed_param_groups
 from speechbrain_sed_condmix.schedulers import WarmupCosineLR
@@ -74,6 +75,7 @@ def brain_hparams(encoder, **extra):
         "mix_subsets": ["strong", "weak"],
         "mix_inputs": None,
         "input_augment": None,
+        "feature_cache": FeatureCache(None),
         "channels_last": False,
         "max_bad_audio": 0,
         "valid_every_n_epochs": 1,

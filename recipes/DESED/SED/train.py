@@ -110,6 +110,7 @@ def _brain_keys(hparams):
         "mix_subsets": hparams["mix_subsets"],
         "mix_inputs": hparams["mix_inputs"],
         "input_augment": hparams["input_augment"],
+        "feature_cache": hparams["feature_cache"],
         "channels_last": hparams["channels_last"],
         "max_bad_audio": hparams["max_bad_audio"],
         "valid_every_n_epochs": hparams["valid_every_n_epochs"],
