@@ -293,6 +293,17 @@ class ConditionalMixup(torch.nn.Module):
         clip.
     label_mode : str
         ``"soft"`` or ``"hard"`` label mixing (see :meth:`MixInfo.mix_targets`).
+    perturbation : str
+        The strength of a perturbation. ``"beta"``: the folded Beta draw
+        that chose the mode (with ``alpha = 0.2`` the median partner weight
+        of a perturbation row is about 0.02, -33 dB). ``"uniform"``:
+        ATST-Frame's perturbation mixup, a partner weight ``1 - lam`` drawn
+        from U(0, ``max_partner_weight``) for each perturbation row; the
+        Beta draw still chooses the mode, so the share of compositions and
+        their coefficients do not change.
+    max_partner_weight : float
+        Upper bound of the uniform partner weight, in (0, 0.5] (ATST-Frame:
+        0.4).
 
     Example
     -------
@@ -317,10 +328,20 @@ class ConditionalMixup(torch.nn.Module):
         per_sample=True,
         fold=True,
         label_mode="soft",
+        perturbation="beta",
+        max_partner_weight=0.4,
     ):
         super().__init__()
         if label_mode not in ("soft", "hard"):
             raise ValueError(f"label_mode must be soft or hard: {label_mode}")
+        if perturbation not in ("beta", "uniform"):
+            raise ValueError(
+                f"perturbation must be beta or uniform: {perturbation!r}"
+            )
+        if not 0 < max_partner_weight <= 0.5:
+            raise ValueError(
+                f"max_partner_weight must be in (0, 0.5]: {max_partner_weight}"
+            )
         if not 0.5 <= tau <= 1.0:
             # below 0.5 a "perturbation" row could be dominated by its partner
             raise ValueError(f"tau must be in [0.5, 1]: {tau}")
@@ -332,13 +353,15 @@ class ConditionalMixup(torch.nn.Module):
         self.per_sample = bool(per_sample)
         self.fold = bool(fold)
         self.label_mode = label_mode
+        self.perturbation = perturbation
+        self.max_partner_weight = float(max_partner_weight)
 
     def extra_repr(self):
         """Hyperparameters shown by ``repr``."""
         return (
             f"alpha={self.alpha}, tau={self.tau}, prob={self.prob}, "
             f"per_sample={self.per_sample}, fold={self.fold}, "
-            f"label_mode={self.label_mode}"
+            f"label_mode={self.label_mode}, perturbation={self.perturbation}"
         )
 
     def _lam(self, n):
@@ -420,14 +443,20 @@ class ConditionalMixup(torch.nn.Module):
         # Unmixed rows: lam 1 and themselves as partner.
         lam = torch.where(mixed, lam, torch.ones_like(lam))
         partner = torch.where(mixed, partner, torch.arange(batch))
+        composition = mixed & (lam <= self.tau)
+        perturbation = mixed & (lam > self.tau)
+        if self.perturbation == "uniform" and bool(perturbation.any()):
+            # The mode stays the Beta draw's; only the strength is redrawn.
+            weight = torch.rand(batch) * self.max_partner_weight
+            lam = torch.where(perturbation, 1 - weight, lam)
 
         device = inputs[0].device
         info = MixInfo(
             lam=lam.to(device),
             partner=partner.to(device),
             mixed=mixed.to(device),
-            composition=(mixed & (lam <= self.tau)).to(device),
-            perturbation=(mixed & (lam > self.tau)).to(device),
+            composition=composition.to(device),
+            perturbation=perturbation.to(device),
             label_mode=self.label_mode,
         )
         if not info.any_mixed:
