@@ -335,6 +335,12 @@ class SEDObjective(torch.nn.Module):
     normalisation : str
         ``batch`` (default) or ``rows``: how an unsupervised term's row
         losses become a scalar (see the module docstring).
+    log_grad_norms : bool
+        A diagnostic of the balance of the terms: at each training step,
+        log ``grad_norm_<term>``, the gradient norm of ``weight x term``
+        (without the ramp-up, so the values compare across the ramp) on the
+        student's parameters. It costs one extra backward pass per term, so
+        it is meant for short runs.
 
     Example
     -------
@@ -357,8 +363,9 @@ class SEDObjective(torch.nn.Module):
     tensor(4.)
     """
 
-    def __init__(self, terms, normalisation="batch"):
+    def __init__(self, terms, normalisation="batch", log_grad_norms=False):
         super().__init__()
+        self.log_grad_norms = bool(log_grad_norms)
         if normalisation not in NORMALISATIONS:
             raise ValueError(
                 f"normalisation must be one of {NORMALISATIONS}: "
@@ -444,7 +451,7 @@ class SEDObjective(torch.nn.Module):
             ``{name: scalar tensor}``: each term (unweighted, detached) and
             its diagnostics; a term of weight 0 is logged as 0.
         """
-        total, logged, weights = None, {}, {}
+        total, logged, weights, graphs = None, {}, {}, {}
         for name, term in self.terms.items():
             if term.unsupervised and not train:
                 continue
@@ -459,6 +466,8 @@ class SEDObjective(torch.nn.Module):
             else:
                 rows, mask, extra = term.row_losses(predictions, modules)
                 value = self._reduce(rows, mask)
+            if term.weight and value.requires_grad:
+                graphs[name] = term.weight * value
             if term.weight:
                 total = (
                     weight * value
@@ -468,11 +477,29 @@ class SEDObjective(torch.nn.Module):
             logged[name] = value.detach()
             for key, part in extra.items():
                 logged[f"{name}_{key}"] = part.detach()
+        if self.log_grad_norms and train and torch.is_grad_enabled():
+            logged.update(self._grad_norms(graphs, modules))
         if total is None:
             # Every term weighs 0: still a graph, so backward() works.
             total = predictions["student"].weak.sum() * 0.0
         self.last_weights = weights
         return total, logged
+
+    @staticmethod
+    def _grad_norms(graphs, modules):
+        """``grad_norm_<term>``: the L2 norm of the gradient of ``weight x
+        term`` (no ramp-up) on the student's parameters, the part that every
+        term trains; the graph is kept for the step's own backward."""
+        params = [p for p in modules["student"].parameters() if p.requires_grad]
+        norms = {}
+        for name, value in graphs.items():
+            grads = torch.autograd.grad(
+                value, params, retain_graph=True, allow_unused=True
+            )
+            squares = [g.float().square().sum() for g in grads if g is not None]
+            norm = torch.stack(squares).sum().sqrt() if squares else 0 * value
+            norms[f"grad_norm_{name}"] = norm.detach()
+        return norms
 
     def _reduce(self, rows, mask):
         """A term's scalar from its row losses and rows."""
