@@ -129,6 +129,6 @@ def test_ablation_runs_skips_finished_runs_and_reports(tmp_path):
         ("a_mt", 1),
         ("c_condmix_contrastive", 1),
     }
-    # tiny: min(24 // 4, 14 // 4, 24 // 8) = 3 steps per epoch
-    assert all(r["steps"] == 3 for r in data["runs"])
+    # tiny: min(24 // 2, 14 // 2, 24 // 4) = 6 steps per epoch
+    assert all(r["steps"] == 6 for r in data["runs"])
     assert "c_condmix_contrastive" in table
