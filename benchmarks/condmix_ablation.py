@@ -28,8 +28,9 @@ arm, then seed 2, ...), so that whatever has finished is paired.
 ``--report NAME`` trains nothing: it gathers the finished runs into
 ``benchmarks/measured/NAME.json`` (per-run metrics, and the mean paired
 difference ± standard error of teacher PSDS1, PSDS2 and intersection F1 of
-each arm against ``a_mt`` and ``d_composition``) and prints a Markdown
-table.
+each arm against ``a_mt`` and ``d_composition``), draws the teacher's
+and the student's synth_val PSDS1 over training into ``NAME.png``, and
+prints a Markdown table.
 """
 
 import argparse
@@ -274,9 +275,10 @@ def collect_runs(out, arms, epochs_to_steps):
                     "epoch": epoch,
                     "steps": epochs_to_steps(epoch),
                     **{
-                        f"{m}_psds1": stats[f"{m}_psds1"]
+                        f"{m}_{k}": stats[f"{m}_{k}"]
                         for m in MODELS
-                        if f"{m}_psds1" in stats
+                        for k in ("psds1", "psds2")
+                        if f"{m}_{k}" in stats
                     },
                 }
                 for epoch, stats in curve
@@ -345,6 +347,20 @@ def summarise(records, arms):
                 entry[f"teacher_{metric}_std"] = (
                     statistics.stdev(values) if len(values) > 1 else None
                 )
+        # The selection criterion (teacher PSDS1 + PSDS2 on synth_val) of
+        # the selected checkpoint: what a choice of recipe defaults may
+        # look at, since the reporting split must not be used for it.
+        selection = [
+            max(
+                p["teacher_psds1"] + p.get("teacher_psds2", 0.0)
+                for p in r["synth_val_curve"]
+            )
+            for r in runs
+            if r.get("synth_val_curve")
+        ]
+        entry["selection_teacher_psds_mean"] = (
+            statistics.fmean(selection) if selection else None
+        )
         # PSDS1 on synth_val at the last epoch, and on the test split (the
         # selected checkpoint).
         entry["teacher_beats_student_at_end"] = [
@@ -375,8 +391,9 @@ def markdown(summary):
     lines = [
         "| arm | n | teacher PSDS1 | teacher PSDS2 | teacher inter. F1 "
         "| ΔPSDS1 vs (a) | ΔPSDS2 vs (a) | ΔF1 vs (a) "
-        "| ΔPSDS1 vs (d) | ΔPSDS2 vs (d) | ΔF1 vs (d) |",
-        "|---" * 11 + "|",
+        "| ΔPSDS1 vs (d) | ΔPSDS2 vs (d) | ΔF1 vs (d) "
+        "| synth_val teacher PSDS1 + PSDS2 (selection) |",
+        "|---" * 12 + "|",
     ]
     for arm, entry in summary.items():
         cells = [arm, str(entry["n"])]
@@ -392,8 +409,52 @@ def markdown(summary):
             for metric in METRICS:
                 stats = entry["vs"].get(ref, {}).get(metric)
                 cells.append("(ref.)" if stats is None else _cell(stats))
+        selection = entry.get("selection_teacher_psds_mean")
+        cells.append("–" if selection is None else f"{selection:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot_curves(records, arms, path):
+    """Draw each arm's teacher and student PSDS1 on synth_val over the
+    training steps (mean over the seeds that finished) into a PNG: whether
+    the teacher overtakes its student, and whether the runs have
+    converged, is easier to see than to read from the JSON."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2, sharey=True)
+    colours = dict(zip(arms, ("C0", "C1", "C2", "C3", "C4", "C5")))
+    for axis, model in zip(axes, MODELS):
+        for arm in arms:
+            curves = [r["synth_val_curve"] for r in records if r["arm"] == arm]
+            if not curves:
+                continue
+            points = {}
+            for curve in curves:
+                for point in curve:
+                    if f"{model}_psds1" in point:
+                        points.setdefault(point["steps"], []).append(
+                            point[f"{model}_psds1"]
+                        )
+            steps = sorted(points)
+            axis.plot(
+                steps,
+                [statistics.fmean(points[s]) for s in steps],
+                marker="o",
+                color=colours.get(arm),
+                label=f"{arm} (n={len(curves)})",
+            )
+        axis.set_title(f"{model} PSDS1 on synth_val (mean over seeds)")
+        axis.set_xlabel("training steps")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("PSDS1")
+    axes[1].legend(loc="upper left", fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
 
 
 def report(args, out, prep, name):
@@ -435,8 +496,9 @@ def report(args, out, prep, name):
     measured.mkdir(parents=True, exist_ok=True)
     path = measured / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
+    figure = plot_curves(records, args.arms, measured / f"{name}.png")
     print(markdown(summary))
-    print(f"\nwritten: {path}", file=sys.stderr)
+    print(f"\nwritten: {path} and {figure}", file=sys.stderr)
     return result
 
 
@@ -455,7 +517,7 @@ def main(argv=None):
     parser.add_argument(
         "--report",
         metavar="NAME",
-        help="write MEASURED/NAME.json from the finished runs",
+        help="write MEASURED/NAME.json and NAME.png from the finished runs",
     )
     parser.add_argument(
         "--measured",

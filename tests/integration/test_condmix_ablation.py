@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,6 +84,31 @@ def test_report_pairs_runs_by_seed(tmp_path):
     assert [p["teacher_psds1"] for p in run["synth_val_curve"]] == [0.05, 0.3]
     table = ablation.markdown(summary)
     assert "| b_condmix | 2 |" in table and f"{mean:+.3f}" in table
+    # Selection column: the best teacher PSDS1 + PSDS2 on synth_val, by
+    # hand (psds2 is absent from these logs, so PSDS1 alone).
+    assert summary["b_condmix"]["selection_teacher_psds_mean"] == (
+        pytest.approx((0.35 + 0.21) / 2)
+    )
+    assert table.splitlines()[4].endswith(f"| {(0.35 + 0.21) / 2:.3f} |")
+
+
+def test_report_plots_the_learning_curves(tmp_path):
+    ablation = load_script()
+    for arm, seeds in PSDS1.items():
+        for seed, value in seeds.items():
+            fake_run(tmp_path / arm / str(seed), value, value - 0.01 * seed)
+    records = ablation.collect_runs(tmp_path, list(PSDS1), lambda e: 10 * e)
+    path = ablation.plot_curves(records, list(PSDS1), tmp_path / "c.png")
+    from matplotlib.image import imread
+
+    image = imread(path)
+    assert image.shape[:2] == (450, 1100)
+    # Each arm's line is drawn in its colour (matplotlib's C0, C1, C2),
+    # in both panels; the empty axes hold none of these colours.
+    for rgb in ((31, 119, 180), (255, 127, 14), (44, 160, 44)):
+        near = np.abs(image[..., :3] - np.array(rgb) / 255).max(-1) < 0.02
+        columns = np.nonzero(near.any(0))[0]
+        assert columns.min() < 550 < columns.max(), rgb
 
 
 @pytest.mark.slow
