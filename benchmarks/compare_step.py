@@ -10,7 +10,10 @@ the other processes wait idle. A machine whose load changes (other users)
 then slows all checkouts alike, which timing whole runs one after the
 other does not achieve. Each process reports its step times, its user +
 system CPU time per step and its peak RSS; the JSON gives the medians per
-checkout and the speed-up of each checkout over the first.
+checkout and the speed-up of each checkout over the first. Before torch
+starts, each process applies what that checkout's ``train.py`` applies:
+:func:`speechbrain_sed_condmix.allocator.configure_cpu_allocator` where the
+checkout has it, nothing for older ones.
 
 Configurations (``--config``):
 
@@ -125,6 +128,21 @@ def child(checkout, config, args):
     }
 
 
+def checkout_allocator():
+    """Apply what the checkout's ``train.py`` sets before torch starts.
+
+    Checkouts with :mod:`speechbrain_sed_condmix.allocator` configure the
+    CPU allocator on their first line; older ones set nothing. Either way
+    the step is timed as the checkout's recipe would run it. Call before
+    ``import torch``; returns what was set.
+    """
+    try:
+        from speechbrain_sed_condmix.allocator import configure_cpu_allocator
+    except ImportError:
+        return {}
+    return configure_cpu_allocator()
+
+
 def git_commit(checkout):
     """``git rev-parse --short HEAD`` of a checkout (None if not a repo)."""
     out = subprocess.run(
@@ -142,11 +160,22 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=1,
+        help="consecutive steps per checkout and round (1: strict "
+        "alternation; more: each process also runs back to back, as a "
+        "training run does, so its memory is reused between its steps)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
-        print(json.dumps(child(args.child, args.config, args)))
+        allocator = checkout_allocator()
+        record = child(args.child, args.config, args)
+        record["allocator_settings"] = allocator
+        print(json.dumps(record))
         return
     if not args.checkouts:
         parser.error("--checkouts is required")
@@ -187,10 +216,11 @@ def main(argv=None):
     for r in range(args.rounds):
         order = checkouts if r % 2 == 0 else checkouts[::-1]
         for checkout in order:
-            procs[checkout].stdin.write("step\n")
-            procs[checkout].stdin.flush()
-            step = reply(checkout)["step_s"]
-            print(f"round {r} {checkout}: {step:.3f} s", file=sys.stderr)
+            for _ in range(args.block):
+                procs[checkout].stdin.write("step\n")
+                procs[checkout].stdin.flush()
+                step = reply(checkout)["step_s"]
+                print(f"round {r} {checkout}: {step:.3f} s", file=sys.stderr)
     runs = []
     for checkout in checkouts:
         procs[checkout].stdin.write("done\n")
@@ -205,6 +235,7 @@ def main(argv=None):
             "step_s_min": min(record["step_s"]),
             "cpu_s_per_step_median": statistics.median(record["cpu_s"]),
             "peak_rss_mib": record["peak_rss_mib"],
+            "allocator_settings": record.get("allocator_settings", {}),
         }
     first = summary[checkouts[0]]["step_s_median"]
     for item in summary.values():
@@ -223,13 +254,14 @@ def main(argv=None):
                     "dtype": "fp32",
                     "threads": args.threads,
                     "rounds": args.rounds,
+                    "block": args.block,
                     "warmup": args.warmup,
-                    "timing": "lockstep: one step per checkout per round, "
+                    "timing": "lockstep: --block steps per checkout per round, "
                     "order reversed every round; one process per checkout",
                     "malloc_env": {
                         k: v
                         for k, v in os.environ.items()
-                        if k.startswith("MALLOC_")
+                        if k.startswith(("MALLOC_", "THP_"))
                     },
                     "load_average_at_start": load_start,
                     "load_average_at_end": os.getloadavg(),

@@ -5,6 +5,7 @@ scripts work and that their figures hang together, not the speed.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,28 @@ def test_checkpoint_save(tmp_path):
         for name in ("save_s", "recover_s"):
             assert data[f"{kind}_{name}"] == [data[f"{kind}_{name}_median"]]
             assert data[f"{kind}_{name}_median"] > 0
+
+
+def test_compare_step_runs_each_checkout_as_its_recipe(tmp_path):
+    repo = BENCHMARKS.parent
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "compare_step.py")]
+        + ["--checkouts", str(repo), "--config", "small", "--threads", "1"]
+        + ["--rounds", "1", "--block", "2", "--warmup", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    (run,) = data["runs"]
+    assert len(run["step_s"]) == 2 and 0 < run["last_loss"] < 100
+    summary = data["summary"][str(repo)]
+    assert summary["step_s_median"] == pytest.approx(sum(run["step_s"]) / 2)
+    assert summary["speedup_vs_first"] == 1.0
+    # The child configured the allocator as this checkout's train.py does,
+    # keeping what the environment already held.
+    if "THP_MEM_ALLOC_ENABLE" not in os.environ:
+        assert summary["allocator_settings"]["THP_MEM_ALLOC_ENABLE"] == "1"
+    assert data["settings"]["block"] == 2

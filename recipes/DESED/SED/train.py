@@ -21,6 +21,12 @@ Authors
 import sys
 from pathlib import Path
 
+# Before torch allocates anything: huge pages for large CPU tensors and a
+# heap that keeps freed memory (faster CPU steps, the same numbers).
+from speechbrain_sed_condmix.allocator import configure_cpu_allocator
+
+configure_cpu_allocator()
+
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
