@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from speechbrain_sed_condmix.allocator import (
     GLIBC_SETTINGS,
     THP_ENV,
@@ -70,6 +72,7 @@ def _run(mode):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # two fresh processes that import torch
 def test_training_is_bitwise_identical_with_the_allocator_settings():
     configured = _run("configured")
     plain = _run("plain")
