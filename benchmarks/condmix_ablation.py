@@ -82,6 +82,9 @@ ARMS = {
 }
 #: The arms that every other arm is compared with, seed by seed.
 REFERENCES = ("a_mt", "d_composition")
+#: An arm one switch from an arm that is not a reference is also compared
+#: with that neighbour: (c) is (b) plus the contrastive loss.
+NEIGHBOURS = {"c_condmix_contrastive": "b_condmix"}
 #: Teacher metrics of the paired comparison.
 METRICS = ("psds1", "psds2", "intersection_f1")
 MODELS = ("student", "teacher")
@@ -369,10 +372,11 @@ def summarise(records, arms):
         entry["teacher_beats_student_on_test"] = [
             r["teacher_beats_student_on_test"] for r in runs
         ]
+        refs = [*REFERENCES, NEIGHBOURS.get(arm)]
         entry["vs"] = {
             ref: {m: paired(records, arm, ref, m) for m in METRICS}
-            for ref in REFERENCES
-            if ref != arm
+            for ref in refs
+            if ref is not None and ref != arm
         }
         summary[arm] = entry
     return summary
@@ -392,8 +396,9 @@ def markdown(summary):
         "| arm | n | teacher PSDS1 | teacher PSDS2 | teacher inter. F1 "
         "| ΔPSDS1 vs (a) | ΔPSDS2 vs (a) | ΔF1 vs (a) "
         "| ΔPSDS1 vs (d) | ΔPSDS2 vs (d) | ΔF1 vs (d) "
+        "| ΔPSDS1 vs its one-switch neighbour "
         "| synth_val teacher PSDS1 + PSDS2 (selection) |",
-        "|---" * 12 + "|",
+        "|---" * 13 + "|",
     ]
     for arm, entry in summary.items():
         cells = [arm, str(entry["n"])]
@@ -409,6 +414,12 @@ def markdown(summary):
             for metric in METRICS:
                 stats = entry["vs"].get(ref, {}).get(metric)
                 cells.append("(ref.)" if stats is None else _cell(stats))
+        neighbour = NEIGHBOURS.get(arm)
+        cells.append(
+            "–"
+            if neighbour is None
+            else f"{_cell(entry['vs'][neighbour]['psds1'])} (vs {neighbour})"
+        )
         selection = entry.get("selection_teacher_psds_mean")
         cells.append("–" if selection is None else f"{selection:.3f}")
         lines.append("| " + " | ".join(cells) + " |")

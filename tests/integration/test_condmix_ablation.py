@@ -27,6 +27,7 @@ PSDS1 = {
     "a_mt": {1: 0.30, 2: 0.20, 3: 0.25},
     "d_composition": {1: 0.32, 2: 0.26, 3: 0.24},
     "b_condmix": {1: 0.35, 2: 0.21},  # seed 3 not finished
+    "c_condmix_contrastive": {1: 0.31, 2: 0.15, 3: 0.40},
 }
 
 
@@ -58,9 +59,9 @@ def test_report_pairs_runs_by_seed(tmp_path):
             fake_run(tmp_path / arm / str(seed), value, value - 0.01 * seed)
     (tmp_path / "a_mt" / "4").mkdir()  # started, not finished: ignored
     records = ablation.collect_runs(tmp_path, list(PSDS1), lambda e: 10 * e)
-    assert len(records) == 8
+    assert len(records) == 11
     summary = ablation.summarise(records, list(PSDS1))
-    assert [summary[a]["n"] for a in PSDS1] == [3, 3, 2]
+    assert [summary[a]["n"] for a in PSDS1] == [3, 3, 2, 3]
 
     # Independent: the paired differences by hand.
     diffs = [0.35 - 0.30, 0.21 - 0.20]
@@ -90,6 +91,13 @@ def test_report_pairs_runs_by_seed(tmp_path):
         pytest.approx((0.35 + 0.21) / 2)
     )
     assert table.splitlines()[4].endswith(f"| {(0.35 + 0.21) / 2:.3f} |")
+    # (c) is also compared with its one-switch neighbour (b), on the seeds
+    # both finished: by hand, (0.31 - 0.35) and (0.15 - 0.21).
+    vs_b = summary["c_condmix_contrastive"]["vs"]["b_condmix"]["psds1"]
+    assert vs_b["n"] == 2
+    assert vs_b["mean"] == pytest.approx(((0.31 - 0.35) + (0.15 - 0.21)) / 2)
+    assert "b_condmix" not in summary["b_condmix"]["vs"]
+    assert f"{vs_b['mean']:+.3f} ± {vs_b['se']:.3f} (vs b_condmix)" in table
 
 
 def test_report_plots_the_learning_curves(tmp_path):

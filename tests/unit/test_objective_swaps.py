@@ -20,7 +20,9 @@ TINY = [a.replace(" ", "") for a in TINY]
 
 
 def brain_from(argv, yaml_text=None):
-    """A brain built as train.py does from a command line."""
+    """A brain built as train.py does from a command line (a later
+    ``--key=value`` replaces an earlier one for the same key)."""
+    argv = list({a.split("=", 1)[0]: a for a in argv}.values())
     _, run_opts, overrides = sb.parse_arguments([str(record.RECIPE), *argv])
     text = record.RECIPE.read_text() if yaml_text is None else yaml_text
     torch.manual_seed(0)
