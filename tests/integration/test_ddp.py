@@ -31,8 +31,17 @@ BATCH_SIZES = [2, 2, 4]  # per rank
 
 
 def latest_checkpoint(save):
-    """The most recent checkpoint directory (SpeechBrain names sort by time)."""
-    return sorted(p for p in save.glob("CKPT+*") if p.is_dir())[-1]
+    """The most recent checkpoint folder, by the save time in its CKPT.yaml.
+
+    Not by name: names have one-second resolution and a clash suffix, and
+    a name freed by deleting an old checkpoint is reused, so a checkpoint
+    saved later in the same second can sort before an older one.
+    """
+    folders = [p for p in Path(save).glob("CKPT+*") if p.is_dir()]
+    return max(
+        folders,
+        key=lambda p: yaml.safe_load((p / "CKPT.yaml").read_text())["unixtime"],
+    )
 
 
 def ddp_command(data, out, prep, *extra):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from conftest import recipe_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,5 +62,14 @@ def run(cmd, check=True):
 
 
 def latest_checkpoint(save):
-    """The most recent checkpoint folder (SpeechBrain names sort by time)."""
-    return sorted(p for p in Path(save).glob("CKPT+*") if p.is_dir())[-1]
+    """The most recent checkpoint folder, by the save time in its CKPT.yaml.
+
+    Not by name: names have one-second resolution and a clash suffix, and
+    a name freed by deleting an old checkpoint is reused, so a checkpoint
+    saved later in the same second can sort before an older one.
+    """
+    folders = [p for p in Path(save).glob("CKPT+*") if p.is_dir()]
+    return max(
+        folders,
+        key=lambda p: yaml.safe_load((p / "CKPT.yaml").read_text())["unixtime"],
+    )
