@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 from conftest import recipe_rows
+from tiny_runs import latest_checkpoint
 
 from speechbrain_sed_condmix.distributed import state_fingerprint
 from speechbrain_sed_condmix.metrics import compute_sed_metrics
@@ -28,20 +29,6 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH_SIZES = [2, 2, 4]  # per rank
-
-
-def latest_checkpoint(save):
-    """The most recent checkpoint folder, by the save time in its CKPT.yaml.
-
-    Not by name: names have one-second resolution and a clash suffix, and
-    a name freed by deleting an old checkpoint is reused, so a checkpoint
-    saved later in the same second can sort before an older one.
-    """
-    folders = [p for p in Path(save).glob("CKPT+*") if p.is_dir()]
-    return max(
-        folders,
-        key=lambda p: yaml.safe_load((p / "CKPT.yaml").read_text())["unixtime"],
-    )
 
 
 def ddp_command(data, out, prep, *extra):
