@@ -473,6 +473,12 @@ def detect_main(argv=None):
         "--savedir", help="where SpeechBrain collects the model files"
     )
     parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="load a model whose hyperparams.yaml names classes or "
+        "functions outside the allow-list: they can run any code",
+    )
+    parser.add_argument(
         "--quiet",
         action="store_true",
         help="no progress bar and no event listing",
@@ -616,6 +622,7 @@ def _load_detector(args):
             window_hop=args.window_hop,
             optimize=not args.no_optimize,
             compile=args.compile,
+            trust_remote_code=args.trust_remote_code,
         )
     except (OSError, ValueError, ImportError) as err:
         print(f"sed-detect: cannot load {model}: {err}", file=sys.stderr)

@@ -160,12 +160,14 @@ def export_detector(
         encoder_node["classes"] = copy_node(
             load_classes(classes_file=class_list)
         )
-    encoder = load_yaml_text(dump_yaml({"encoder": encoder_node}))["encoder"]
+    encoder = load_yaml_text(
+        dump_yaml({"encoder": encoder_node}), hparams_path
+    )["encoder"]
     # The checkpoint's record of its classes and front end must match.
     from speechbrain_sed_condmix.metadata import ModelMetadata
 
     frontend = load_yaml_text(
-        dump_yaml({"frontend": copy_node(tree["frontend"])})
+        dump_yaml({"frontend": copy_node(tree["frontend"])}), hparams_path
     )["frontend"]
     ModelMetadata(encoder.classes, frontend, encoder).check_folder(checkpoint)
     encoder_node["classes"] = copy_node(list(encoder.classes))

@@ -14,10 +14,11 @@
        for event in detector.stream(chunks, hop=1.0):  # live audio
            print(event)
 
-   When the folder has a model card, the sha256 of ``model.ckpt`` is
-   checked against it before the weights are loaded. Like any SpeechBrain
-   model folder, a detector folder is code (its YAML builds classes): load
-   folders from people you trust.
+   Nothing in the folder is built before it is checked: its files against
+   the model card's sha256s, then its YAML against an allow-list of the
+   classes that the package's folders use
+   (:func:`~speechbrain_sed_condmix.model_folder.check_folder`);
+   ``trust_remote_code=True`` loads a folder that names others.
 
 Any file soundfile reads is accepted, at any sample rate (resampled to the
 model's rate, 16 kHz in the recipes) and channel count (downmixed by
@@ -69,7 +70,7 @@ from speechbrain_sed_condmix.model_folder import (
     DEFAULT_SILENCE_PEAK,
     HPARAMS_FILE,
     MODEL_FILE,
-    verify_model_file,
+    check_folder,
 )
 from speechbrain_sed_condmix.postprocessing import PostProcessing
 from speechbrain_sed_condmix.scores import EVENT_COLUMNS, TIME_DECIMALS
@@ -161,6 +162,19 @@ def _scores_frame(bounds, scores, classes, sample_rate):
     for index, name in enumerate(classes):
         data[name] = scores[:, index].astype(np.float64)
     return pd.DataFrame(data)
+
+
+def _fetch_folder(source, savedir):
+    """Fetch a remote folder's YAML, card and weights; their local folder."""
+    from speechbrain.utils.fetching import fetch
+
+    local = Path(fetch(HPARAMS_FILE, source, savedir=savedir)).parent
+    for name in (CARD_FILE, MODEL_FILE):
+        try:
+            fetch(name, source, savedir=savedir)
+        except (OSError, ValueError):  # no card: checked without one
+            pass
+    return local
 
 
 def _empty_events():
@@ -284,13 +298,15 @@ class SoundEventDetector(Pretrained):
             )
 
     @classmethod
-    def from_hparams(cls, source, *args, **kwargs):
-        """Load a detector folder (``Pretrained.from_hparams``).
+    def from_hparams(cls, source, *args, trust_remote_code=False, **kwargs):
+        """Load a detector folder (``Pretrained.from_hparams``), checked.
 
-        A local folder with a model card (``README.md``) that records the
-        sha256 of ``model.ckpt`` is checked first: a file that differs
-        stops the load before the weights are read. A folder without a
-        card loads as before.
+        Before anything is parsed or built (:func:`~speechbrain_sed_condmix.
+        model_folder.check_folder`): ``hyperparams.yaml`` and ``model.ckpt``
+        are checked against the model card's sha256s, then the YAML's tags
+        against the allow-list of :mod:`speechbrain_sed_condmix.safe_yaml`.
+        A source that is not a local folder (e.g. a Hub id) is fetched into
+        ``savedir`` first and checked there.
 
         Arguments
         ---------
@@ -298,8 +314,11 @@ class SoundEventDetector(Pretrained):
             The folder (or any SpeechBrain source).
         *args, **kwargs
             Passed to ``Pretrained.from_hparams`` (``savedir``,
-            ``run_opts``, and this class's ``method``, ``window_hop``,
-            ``batch_size``, ``optimize``, ``compile``).
+            ``run_opts``, ``overrides``, and this class's ``method``,
+            ``window_hop``, ``batch_size``, ``optimize``, ``compile``).
+        trust_remote_code : bool
+            Load a folder whose YAML names classes or functions outside the
+            allow-list (they can run any code); the log names them.
 
         Returns
         -------
@@ -309,10 +328,18 @@ class SoundEventDetector(Pretrained):
         Raises
         ------
         speechbrain_sed_condmix.model_folder.ModelFileMismatchError
-            When ``model.ckpt`` is not the file the card describes.
+            When a file is not the one the card describes.
+        speechbrain_sed_condmix.safe_yaml.UntrustedYAMLError
+            When the YAML names targets outside the allow-list.
         """
-        if Path(str(source)).is_dir():
-            verify_model_file(source)
+        folder = Path(str(source))
+        if not folder.is_dir():
+            folder = _fetch_folder(source, kwargs.get("savedir"))
+        check_folder(
+            folder,
+            trust_remote_code=trust_remote_code,
+            overrides=kwargs.get("overrides"),
+        )
         return super().from_hparams(str(source), *args, **kwargs)
 
     def stream(self, chunks, hop=1.0, look_ahead=None, sample_rate=None):

@@ -17,9 +17,11 @@ loads with ``from_hparams``:
   ``model.ckpt``, which ``from_hparams`` checks before loading
   (:func:`verify_model_file`). A folder without a card still loads.
 
-A detector folder is code: its YAML names the classes that are built, as
-in any SpeechBrain model. The writers here only emit classes of this
-package and of SpeechBrain (:func:`check_yaml_classes`).
+Loading a folder (:func:`check_folder`) first checks its files against
+the card's ``config_sha256`` and ``model_sha256``, then the YAML against
+the allow-list of :mod:`speechbrain_sed_condmix.safe_yaml`, before
+anything in it is built. The writers here check the same list before
+writing (:func:`load_yaml_text`).
 
 Authors
  * speechbrain-sed-condmix contributors 2026
@@ -29,10 +31,11 @@ import copy
 import hashlib
 import io
 import logging
-import re
 from pathlib import Path
 
 import torch
+
+from speechbrain_sed_condmix.safe_yaml import OPT_IN, check_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +52,6 @@ CARD_FILE = "README.md"
 #: Peak amplitude under which a window counts as digital silence
 #: (-80 dBFS).
 DEFAULT_SILENCE_PEAK = 1e-4
-
-#: Module prefixes that the YAML of a detector folder may instantiate.
-ALLOWED_YAML_MODULES = ("speechbrain_sed_condmix.", "speechbrain.")
-
-#: YAML functions that are not classes (``!apply:len`` of the recipes).
-ALLOWED_YAML_BUILTINS = ("len",)
-
-_TAG = re.compile(r"!(?:new|name|apply|module):([\w.]+)")
 
 
 class ModelFileMismatchError(ValueError):
@@ -93,7 +88,10 @@ def sha256_of(path, chunk=1 << 20):
 
 
 def check_yaml_classes(text, source="hyperparams.yaml"):
-    """Refuse a YAML that builds anything outside this package/SpeechBrain.
+    """Refuse a YAML that names targets outside the allow-list.
+
+    See :func:`speechbrain_sed_condmix.safe_yaml.check_yaml` (this is it,
+    without the opt-in).
 
     Arguments
     ---------
@@ -104,31 +102,18 @@ def check_yaml_classes(text, source="hyperparams.yaml"):
 
     Raises
     ------
-    ValueError
-        Naming the offending tags and their lines.
+    speechbrain_sed_condmix.safe_yaml.UntrustedYAMLError
+        Naming the offending keys, lines and tags.
 
     Example
     -------
-    >>> check_yaml_classes("a: !new:speechbrain.utils.Foo\\nb: !apply:len [1]")
+    >>> check_yaml_classes("a: !new:speechbrain_sed_condmix.lobes.crnn.CRNN")
     >>> check_yaml_classes("a: !name:os.system")
     Traceback (most recent call last):
     ...
-    ValueError: hyperparams.yaml line 1: !name:os.system is neither ...
+    speechbrain_sed_condmix.safe_yaml.UntrustedYAMLError: hyperparams.yaml...
     """
-    problems = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        for target in _TAG.findall(line):
-            if target in ALLOWED_YAML_BUILTINS or target.startswith(
-                ALLOWED_YAML_MODULES
-            ):
-                continue
-            tag = line[line.index("!") :].split()[0]
-            problems.append(
-                f"{source} line {number}: {tag} is neither this package's "
-                "nor SpeechBrain's"
-            )
-    if problems:
-        raise ValueError("; ".join(problems))
+    check_yaml(text, source)
 
 
 # ----------------------------------------------------------------------
@@ -208,10 +193,32 @@ def dump_yaml(tree):
     return stream.getvalue()
 
 
-def load_yaml_text(text):
-    """Load HyperPyYAML text (objects built)."""
+def load_yaml_text(text, source="hyperparams.yaml", opt_in=None):
+    """Load HyperPyYAML text, after the allow-list check (objects built).
+
+    Arguments
+    ---------
+    text : str
+        The YAML text.
+    source : str or pathlib.Path
+        Where it comes from, for messages.
+    opt_in : str, optional
+        The opt-in named when the check refuses (default: none exists on
+        this path: it builds only what the package writes).
+
+    Returns
+    -------
+    dict
+        The loaded hyperparameters.
+    """
     from hyperpyyaml import load_hyperpyyaml
 
+    check_yaml(
+        text,
+        source,
+        opt_in=opt_in
+        or "no opt-in here (this writes only folders that load without trust)",
+    )
     return load_hyperpyyaml(text)
 
 
@@ -347,7 +354,6 @@ def check_and_write(out, text, state, what, card=None, overwrite=False):
     """
     from speechbrain_sed_condmix.postprocessing import PostProcessing
 
-    check_yaml_classes(text)
     loaded = load_yaml_text(text)
     try:
         loaded["model"].load_state_dict(state, strict=True)
@@ -401,6 +407,38 @@ def _card_front_matter(card_path):
     return data if isinstance(data, dict) else {}
 
 
+def _card_hashes(folder):
+    """The card of a folder and its recorded sha256s (None: no card)."""
+    card = Path(folder) / CARD_FILE
+    if not card.is_file():
+        return None, {}
+    meta = _card_front_matter(card)
+    hashes = {
+        name: str(meta[key]).lower()
+        for name, key in (
+            (HPARAMS_FILE, "config_sha256"),
+            (MODEL_FILE, "model_sha256"),
+        )
+        if meta.get(key)
+    }
+    return card, hashes
+
+
+def _check_hash(folder, name, expected, card):
+    path = Path(folder) / name
+    if not path.is_file():
+        raise ModelFileMismatchError(
+            f"{path}: missing, but {card} describes it"
+        )
+    found = sha256_of(path)
+    if found != expected:
+        raise ModelFileMismatchError(
+            f"{path}: sha256 {found} differs from {expected} recorded in "
+            f"{card}; the file was changed after the folder was written. "
+            "Not loading it."
+        )
+
+
 def verify_model_file(folder):
     """Check ``model.ckpt`` against the sha256 recorded in the model card.
 
@@ -434,26 +472,80 @@ def verify_model_file(folder):
     ...
     speechbrain_sed_condmix.model_folder.ModelFileMismatchError: ...
     """
-    folder = Path(folder)
-    card = folder / CARD_FILE
-    if not card.is_file():
+    card, hashes = _card_hashes(folder)
+    if MODEL_FILE not in hashes:
         return False
-    expected = _card_front_matter(card).get("model_sha256")
-    if not expected:
-        return False
-    model = folder / MODEL_FILE
-    if not model.is_file():
-        raise ModelFileMismatchError(
-            f"{model}: missing, but {card} describes it"
-        )
-    actual = sha256_of(model)
-    if actual != str(expected).lower():
-        raise ModelFileMismatchError(
-            f"{model}: sha256 {actual} differs from {expected} recorded in "
-            f"{card}; the file was changed after the folder was written. "
-            "Not loading it."
-        )
+    _check_hash(folder, MODEL_FILE, hashes[MODEL_FILE], card)
     return True
+
+
+def check_folder(folder, trust_remote_code=False, overrides=None):
+    """Check a detector folder before anything in it is parsed or built.
+
+    1. Integrity: ``hyperparams.yaml`` and ``model.ckpt`` against the
+       ``config_sha256`` and ``model_sha256`` of the model card, before
+       the YAML is parsed. A folder without a card (or a card without
+       them) is loaded with a warning: nothing to check against.
+    2. The allow-list: :func:`~speechbrain_sed_condmix.safe_yaml.check_yaml`
+       on the YAML text, composed only, nothing built.
+
+    The hashes catch damage and edits made without updating the card;
+    whoever edits a file can edit the card too, so they do not prove who
+    made the folder. The allow-list is what keeps a folder from running
+    code.
+
+    Arguments
+    ---------
+    folder : str or pathlib.Path
+        A local detector folder.
+    trust_remote_code : bool
+        Load a YAML that names other targets (logged with their names).
+    overrides : dict, optional
+        Overrides the loader applies.
+
+    Returns
+    -------
+    list
+        The targets outside the allow-list (only when trusted).
+
+    Raises
+    ------
+    ModelFileMismatchError
+        A file differs from the card (the message names the file, the
+        expected and the found sha256).
+    speechbrain_sed_condmix.safe_yaml.UntrustedYAMLError
+        The YAML names targets outside the allow-list (untrusted).
+    """
+    folder = Path(folder)
+    card, hashes = _card_hashes(folder)
+    for name, expected in hashes.items():
+        _check_hash(folder, name, expected, card)
+    if card is None:
+        logger.warning(
+            "%s has no model card (%s): its files cannot be checked for "
+            "damage; its %s is still checked against the allow-list",
+            folder,
+            CARD_FILE,
+            HPARAMS_FILE,
+        )
+    elif HPARAMS_FILE not in hashes:
+        logger.warning("%s records no config_sha256", card)
+    path = folder / HPARAMS_FILE
+    outside = check_yaml(
+        path.read_text(encoding="utf-8"),
+        path,
+        trust_remote_code=trust_remote_code,
+        overrides=overrides,
+        opt_in=OPT_IN,
+    )
+    if outside:
+        logger.warning(
+            "Loading %s with trust_remote_code=True: it builds or calls "
+            "targets outside the allow-list, which can run any code: %s",
+            path,
+            "; ".join(str(t) for t in outside),
+        )
+    return outside
 
 
 def _describe_module(module):
@@ -557,8 +649,11 @@ def model_card_text(
         f"# 16-bit PCM, mono, {encoder.sample_rate} Hz",
         "```",
         "",
-        "A model folder is code (its hyperparams.yaml builds classes), as "
-        "with any SpeechBrain model: use folders from people you trust.",
+        "Loading checks this card's sha256s of hyperparams.yaml and "
+        "model.ckpt (they catch damage, not who made the folder) and "
+        "refuses a hyperparams.yaml that names classes or functions outside "
+        "the package's allow-list unless trust_remote_code=True "
+        "(sed-detect --trust-remote-code) is given.",
         "",
         f"## Classes ({len(classes)}, in output order)",
         "",

@@ -80,5 +80,5 @@ def test_written_yaml_uses_only_package_and_speechbrain_classes(
     folder, _ = experiment
     out = export_detector(folder, tmp_path / "m")
     check_yaml_classes((out / "hyperparams.yaml").read_text())
-    with pytest.raises(ValueError, match="line 2: !new:os.Foo"):
+    with pytest.raises(ValueError, match=r"key 'b' \(line 2\): !new:os.Foo"):
         check_yaml_classes("a: 1\nb: !new:os.Foo\n")
