@@ -164,14 +164,24 @@ def _scores_frame(bounds, scores, classes, sample_rate):
     return pd.DataFrame(data)
 
 
-def _fetch_folder(source, savedir):
-    """Fetch a remote folder's YAML, card and weights; their local folder."""
-    from speechbrain.utils.fetching import fetch
+def _fetched_folder(source, options):
+    """The local folder whose files ``from_hparams`` will read.
 
-    local = Path(fetch(HPARAMS_FILE, source, savedir=savedir)).parent
+    SpeechBrain's ``fetch`` with the loader's own options: a file already
+    in ``savedir`` is used as it is, so that is the one to check; a remote
+    source is downloaded first. The card and weights are fetched too.
+    """
+    from speechbrain.utils.fetching import FetchFrom, fetch, guess_source
+
+    keys = ("savedir", "local_strategy", "fetch_config")
+    options = {k: options[k] for k in keys if k in options}
+    local = Path(fetch(HPARAMS_FILE, source, **options)).parent
+    where, path = guess_source(source)
     for name in (CARD_FILE, MODEL_FILE):
+        if where == FetchFrom.LOCAL and not (Path(path) / name).exists():
+            continue
         try:
-            fetch(name, source, savedir=savedir)
+            fetch(name, source, **options)
         except (OSError, ValueError):  # no card: checked without one
             pass
     return local
@@ -305,8 +315,9 @@ class SoundEventDetector(Pretrained):
         model_folder.check_folder`): ``hyperparams.yaml`` and ``model.ckpt``
         are checked against the model card's sha256s, then the YAML's tags
         against the allow-list of :mod:`speechbrain_sed_condmix.safe_yaml`.
-        A source that is not a local folder (e.g. a Hub id) is fetched into
-        ``savedir`` first and checked there.
+        The files checked are those the load reads: SpeechBrain's
+        ``fetch`` links them into ``savedir`` (and downloads a remote
+        source) first, and a file already there is the one it uses.
 
         Arguments
         ---------
@@ -332,11 +343,8 @@ class SoundEventDetector(Pretrained):
         speechbrain_sed_condmix.safe_yaml.UntrustedYAMLError
             When the YAML names targets outside the allow-list.
         """
-        folder = Path(str(source))
-        if not folder.is_dir():
-            folder = _fetch_folder(source, kwargs.get("savedir"))
         check_folder(
-            folder,
+            _fetched_folder(source, kwargs),
             trust_remote_code=trust_remote_code,
             overrides=kwargs.get("overrides"),
         )

@@ -425,7 +425,8 @@ def _card_hashes(folder):
 
 
 def _check_hash(folder, name, expected, card):
-    path = Path(folder) / name
+    # Named by their real paths: savedir holds links to the source's.
+    path, card = (Path(folder) / name).resolve(), Path(card).resolve()
     if not path.is_file():
         raise ModelFileMismatchError(
             f"{path}: missing, but {card} describes it"
@@ -530,7 +531,7 @@ def check_folder(folder, trust_remote_code=False, overrides=None):
         )
     elif HPARAMS_FILE not in hashes:
         logger.warning("%s records no config_sha256", card)
-    path = folder / HPARAMS_FILE
+    path = (folder / HPARAMS_FILE).resolve()
     outside = check_yaml(
         path.read_text(encoding="utf-8"),
         path,

@@ -202,7 +202,7 @@ def test_folder_without_a_card_warns_and_is_still_checked(
     shutil.copytree(folders["exported"], plain)
     (plain / "README.md").unlink()
     with caplog.at_level(logging.WARNING):
-        assert _load(plain, tmp_path).classes
+        assert _load(plain, tmp_path / "first").classes
     assert "has no model card" in caplog.text
     marker = tmp_path / "MARKER"
     payload = f'p: !apply:os.system ["touch {marker}"]'
@@ -210,3 +210,27 @@ def test_folder_without_a_card_warns_and_is_still_checked(
     with pytest.raises(UntrustedYAMLError, match="key 'p'"):
         _load(bad, tmp_path)
     assert not marker.exists()
+
+
+def test_the_file_checked_is_the_file_loaded(folders, tmp_path):
+    """SpeechBrain reads a hyperparams.yaml already in savedir, not the
+    source's: that is the one checked."""
+    marker = tmp_path / "MARKER"
+    savedir = tmp_path / "sd"
+    savedir.mkdir()
+    text = (folders["exported"] / "hyperparams.yaml").read_text()
+    payload = f'payload: !apply:os.system ["touch {marker}"]\n'
+    (savedir / "hyperparams.yaml").write_text(text + payload)
+    with pytest.raises(ModelFileMismatchError, match="sd/hyperparams.yaml"):
+        _load(folders["exported"], tmp_path)
+    # A source without a card: the allow-list stops it.
+    source = tmp_path / "nocard"
+    shutil.copytree(folders["exported"], source)
+    (source / "README.md").unlink()
+    (savedir / "README.md").unlink()
+    with pytest.raises(UntrustedYAMLError, match="sd/hyperparams.yaml"):
+        _load(source, tmp_path)
+    assert not marker.exists()
+    # It is the file the load reads: trusted, its payload runs.
+    _load(source, tmp_path, trust_remote_code=True)
+    assert marker.exists()
