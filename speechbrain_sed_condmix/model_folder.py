@@ -13,9 +13,9 @@ loads with ``from_hparams``:
 * ``model.ckpt``: the network's plain state dict;
 * ``README.md``: the model card (:func:`model_card_text`): classes, front
   end, post-processing, where the weights come from, package version,
-  config hash, licence, the ``sed-detect`` command, and the sha256 of
-  ``model.ckpt``, which ``from_hparams`` checks before loading
-  (:func:`verify_model_file`). A folder without a card still loads.
+  licence, the ``sed-detect`` command, and the sha256s of
+  ``hyperparams.yaml`` and ``model.ckpt`` (``config_sha256``,
+  ``model_sha256``). A folder without a card loads, with a warning.
 
 Loading a folder (:func:`check_folder`) first checks its files against
 the card's ``config_sha256`` and ``model_sha256``, then the YAML against
