@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechbrain_sed_condmix.cli import detect_main
+from speechbrain_sed_condmix.cli import detect_main, export_main
 from speechbrain_sed_condmix.export import export_detector
 from speechbrain_sed_condmix.importing import import_release
 from speechbrain_sed_condmix.inference import SoundEventDetector
@@ -77,7 +77,11 @@ def folders(tmp_path_factory, make_experiment):
     imported = import_release(
         "desed-crnn", root / "release.ckpt", root / "imported"
     )
-    return {"exported": exported, "imported": imported}
+    return {
+        "exported": exported,
+        "imported": imported,
+        "experiment": experiment,
+    }
 
 
 def _plant(folder, payload, dest, update_card=True):
@@ -234,3 +238,23 @@ def test_the_file_checked_is_the_file_loaded(folders, tmp_path):
     # It is the file the load reads: trusted, its payload runs.
     _load(source, tmp_path, trust_remote_code=True)
     assert marker.exists()
+
+
+def test_sed_export_checks_what_it_builds_from_an_experiment(
+    folders, tmp_path, capsys
+):
+    marker = tmp_path / "MARKER"
+    experiment = tmp_path / "exp"
+    shutil.copytree(folders["experiment"], experiment)
+    path = experiment / "hyperparams.yaml"
+    text = path.read_text()
+    payload = f'\n  extra: !apply:os.system ["touch {marker}"]'
+    head, sep, tail = text.partition("\nencoder: ")
+    line_end = tail.index("\n")
+    path.write_text(head + sep + tail[:line_end] + payload + tail[line_end:])
+    out = tmp_path / "out"
+    assert export_main([str(experiment), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "key 'encoder.extra'" in err
+    assert "!apply:os.system" in err
+    assert not marker.exists() and not out.exists()
