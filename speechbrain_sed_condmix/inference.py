@@ -17,7 +17,7 @@
    Nothing in the folder is built before it is checked: its files against
    the model card's sha256s, then its YAML against an allow-list of the
    classes that the package's folders use
-   (:func:`~speechbrain_sed_condmix.model_folder.check_folder`);
+   (:func:`~speechbrain_sed_condmix.folder_check.check_folder`);
    ``trust_remote_code=True`` loads a folder that names others.
 
 Any file soundfile reads is accepted, at any sample rate (resampled to the
@@ -64,13 +64,13 @@ from speechbrain_sed_condmix.dataio.resample import mono_at_rate
 
 # export_detector lives in export.py; it stays importable from here.
 from speechbrain_sed_condmix.export import CLASSES_FILE, export_detector
+from speechbrain_sed_condmix.folder_check import check_folder
 from speechbrain_sed_condmix.lobes.fusion import optimize_for_inference
 from speechbrain_sed_condmix.model_folder import (
     CARD_FILE,
     DEFAULT_SILENCE_PEAK,
     HPARAMS_FILE,
     MODEL_FILE,
-    check_folder,
 )
 from speechbrain_sed_condmix.postprocessing import PostProcessing
 from speechbrain_sed_condmix.scores import EVENT_COLUMNS, TIME_DECIMALS
@@ -164,7 +164,7 @@ def _scores_frame(bounds, scores, classes, sample_rate):
     return pd.DataFrame(data)
 
 
-def _fetched_folder(source, options):
+def _fetched_folder(source, hparams_file, options):
     """The local folder whose files ``from_hparams`` will read.
 
     SpeechBrain's ``fetch`` with the loader's own options: a file already
@@ -175,7 +175,7 @@ def _fetched_folder(source, options):
 
     keys = ("savedir", "local_strategy", "fetch_config")
     options = {k: options[k] for k in keys if k in options}
-    local = Path(fetch(HPARAMS_FILE, source, **options)).parent
+    local = Path(fetch(hparams_file, source, **options)).parent
     where, path = guess_source(source)
     for name in (CARD_FILE, MODEL_FILE):
         if where == FetchFrom.LOCAL and not (Path(path) / name).exists():
@@ -312,7 +312,7 @@ class SoundEventDetector(Pretrained):
         """Load a detector folder (``Pretrained.from_hparams``), checked.
 
         Before anything is parsed or built (:func:`~speechbrain_sed_condmix.
-        model_folder.check_folder`): ``hyperparams.yaml`` and ``model.ckpt``
+        folder_check.check_folder`): ``hyperparams.yaml`` and ``model.ckpt``
         are checked against the model card's sha256s, then the YAML's tags
         against the allow-list of :mod:`speechbrain_sed_condmix.safe_yaml`.
         The files checked are those the load reads: SpeechBrain's
@@ -343,10 +343,12 @@ class SoundEventDetector(Pretrained):
         speechbrain_sed_condmix.safe_yaml.UntrustedYAMLError
             When the YAML names targets outside the allow-list.
         """
+        name = kwargs.get("hparams_file", args[0] if args else HPARAMS_FILE)
         check_folder(
-            _fetched_folder(source, kwargs),
+            _fetched_folder(source, name, kwargs),
             trust_remote_code=trust_remote_code,
             overrides=kwargs.get("overrides"),
+            hparams_file=name,
         )
         return super().from_hparams(str(source), *args, **kwargs)
 

@@ -22,12 +22,12 @@ import torch
 
 from speechbrain_sed_condmix.cli import detect_main, export_main
 from speechbrain_sed_condmix.export import export_detector
+from speechbrain_sed_condmix.folder_check import check_folder
 from speechbrain_sed_condmix.importing import import_release
 from speechbrain_sed_condmix.inference import SoundEventDetector
 from speechbrain_sed_condmix.lobes.crnn import CRNN
 from speechbrain_sed_condmix.model_folder import (
     ModelFileMismatchError,
-    check_folder,
     sha256_of,
 )
 from speechbrain_sed_condmix.safe_yaml import UntrustedYAMLError
@@ -258,3 +258,15 @@ def test_sed_export_checks_what_it_builds_from_an_experiment(
     assert str(path) in err and "key 'encoder.extra'" in err
     assert "!apply:os.system" in err
     assert not marker.exists() and not out.exists()
+
+
+def test_another_hparams_file_is_checked_too(folders, tmp_path):
+    marker = tmp_path / "MARKER"
+    folder = tmp_path / "m"
+    shutil.copytree(folders["exported"], folder)
+    text = (folder / "hyperparams.yaml").read_text()
+    payload = f'payload: !apply:os.system ["touch {marker}"]\n'
+    (folder / "other.yaml").write_text(text + payload)
+    with pytest.raises(UntrustedYAMLError, match="other.yaml names key"):
+        _load(folder, tmp_path, hparams_file="other.yaml")
+    assert not marker.exists()
