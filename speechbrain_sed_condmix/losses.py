@@ -259,10 +259,7 @@ class EmbeddingContrastiveLoss(nn.Module):
                 f"{tuple(teacher_embeddings.shape)}"
             )
         prediction = self.predictor(self.projector(student_embeddings))
-        with torch.no_grad():
-            target = info.interpolate(
-                self.teacher_projector(teacher_embeddings)
-            )
+        target = self.target(teacher_embeddings, info)
         # Every row has the same number of frames, so the mean of the row
         # means over selected rows is the mean over their frames.
         rows = embedding_contrastive(prediction, target)
@@ -270,6 +267,27 @@ class EmbeddingContrastiveLoss(nn.Module):
         if reduction == "none":
             return rows
         return masked_mean(rows, info.mixed if mask is None else mask)
+
+    def target(self, teacher_embeddings, info):
+        """The contrastive target of every row, following its mode.
+
+        Arguments
+        ---------
+        teacher_embeddings : torch.Tensor
+            ``[B, T, D]`` teacher embeddings of the unmixed inputs.
+        info : MixInfo
+            The mixup of the student inputs.
+
+        Returns
+        -------
+        torch.Tensor
+            Detached ``[B, T, projection_size]``: the teacher projection
+            ``q`` mixed as the inputs on composition rows (``lam * q[i] +
+            (1 - lam) * q[partner]``), ``q[i]`` on perturbation and unmixed
+            rows.
+        """
+        with torch.no_grad():
+            return info.interpolate(self.teacher_projector(teacher_embeddings))
 
     def update_teacher(self, step):
         """EMA update of the teacher projector from the projector.
