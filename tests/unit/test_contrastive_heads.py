@@ -104,3 +104,44 @@ def test_heads_load_from_a_pretraining_checkpoint(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         assert set(dst.load_heads(None).values()) == {"random"}
     assert "student_projector random" in caplog.text
+
+
+def test_crnn_exposes_its_cnn_output_as_a_tap():
+    import pytest
+
+    from speechbrain_sed_condmix.objectives import EmbeddingContrastiveTerm
+
+    torch.manual_seed(0)
+    model = CRNN(
+        n_filters=[4, 6],
+        pooling=[(1, 4), (2, 4)],
+        rnn_hidden=3,
+        n_freq=16,
+        n_class=2,
+    ).eval()
+    seen = {}
+    model.rnn.register_forward_hook(
+        lambda mod, args, out: seen.setdefault("gru_input", args[0])
+    )
+    out = model(torch.randn(2, 16, 8))
+    assert out.cnn_embeddings.shape == (2, 4, 6)
+    assert torch.equal(out.cnn_embeddings, seen["gru_input"])
+    assert EmbeddingContrastiveTerm(embedding_tap="cnn").embedding_tap == (
+        "cnn_embeddings"
+    )
+    assert EmbeddingContrastiveTerm(embedding_tap="bigru").embedding_tap == (
+        "embeddings"
+    )
+    with pytest.raises(ValueError, match="embedding_tap 'gru'"):
+        EmbeddingContrastiveTerm(embedding_tap="gru")
+    # The contrastive loss runs on the CNN tap.
+    loss = EmbeddingContrastiveLoss(6, 8, 4)
+    info = MixInfo(
+        lam=torch.tensor([0.9, 0.6]),
+        partner=torch.tensor([1, 0]),
+        mixed=torch.tensor([True, True]),
+        composition=torch.tensor([False, True]),
+        perturbation=torch.tensor([True, False]),
+    )
+    value = loss(out.cnn_embeddings, out.cnn_embeddings.detach(), info)
+    assert 0 <= float(value.detach()) <= 4
