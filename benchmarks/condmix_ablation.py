@@ -53,9 +53,10 @@ interrupted one resumes from its last checkpoint, so the same command
 continues a stopped ablation. The queue is seed-major (seed 1 of every
 arm, then seed 2, ...), so that whatever has finished is paired.
 
-    python benchmarks/condmix_ablation.py --out /work/ablation15 --jobs 2
-    python benchmarks/condmix_ablation.py --out /work/ablation15 \\
-        --report condmix_ablation_ssl
+    python benchmarks/condmix_ablation.py --protocol old \\
+        --out /work/ablation15 --jobs 2
+    python benchmarks/condmix_ablation.py --protocol old \\
+        --out /work/ablation15 --report condmix_ablation_ssl
 
 ``--report NAME`` trains nothing: it gathers the finished runs into
 ``benchmarks/measured/NAME.json`` (per-run metrics, and the mean paired
@@ -556,7 +557,8 @@ def report(args, out, prep, name):
             "validation (reporting only), selection and tuning on synth_val"
         ),
         "command": (
-            f"python benchmarks/condmix_ablation.py --out {args.out} "
+            "python benchmarks/condmix_ablation.py --protocol old "
+            f"--out {args.out} "
             f"--epochs {args.epochs} --valid-every {args.valid_every} "
             f"--rampup {args.rampup} --jobs {args.jobs}"
         ),
