@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_sed_condmix.lobes.heads import MLPHead
+from speechbrain_sed_condmix.lobes.atst import load_atst_heads
+from speechbrain_sed_condmix.lobes.heads import MLPHead, load_heads_into
 from speechbrain_sed_condmix.teacher import EMATeacher
 
 
@@ -165,10 +166,19 @@ class EmbeddingContrastiveLoss(nn.Module):
     * perturbation rows (``lam > tau``): target ``q[i]``, the projection of
       the clean dominant clip, as in ATST-Frame where mixup is a perturbation.
 
-    The heads follow ATST-Frame (:class:`MLPHead`), smaller by default.
-    The module holds trainable parameters (projector, predictor), so it must
-    be in ``Brain.modules`` (and the optimiser); call :meth:`update_teacher`
-    after each optimiser step, like the model's Mean Teacher.
+    The heads follow ATST-Frame (:class:`MLPHead`), smaller by default;
+    ``hidden_size=4096, projection_size=256`` is ATST-Frame's shape, the
+    one whose weights :meth:`load_heads` can take from an ATST-Frame
+    pretraining checkpoint. The module holds trainable parameters
+    (projector, predictor), so it must be in ``Brain.modules`` (and the
+    optimiser); call :meth:`update_teacher` after each optimiser step, like
+    the model's Mean Teacher.
+
+    The target network (the EMA projector) runs in eval mode with EMA
+    running statistics (``teacher_eval_mode=True``), or as ATST-Frame's in
+    the parent's mode, i.e. in train mode during training: BatchNorm
+    normalises with the statistics of the batch and keeps its own running
+    statistics (``False``).
 
     Arguments
     ---------
@@ -181,7 +191,8 @@ class EmbeddingContrastiveLoss(nn.Module):
     ema_decay : float
         Upper bound of the EMA factor of the teacher projector.
     teacher_eval_mode : bool
-        Run the teacher projector in eval mode (see ``EMATeacher``).
+        Run the teacher projector in eval mode (see ``EMATeacher``); False:
+        train mode with batch statistics during training (ATST-Frame).
 
     Example
     -------
@@ -259,10 +270,7 @@ class EmbeddingContrastiveLoss(nn.Module):
                 f"{tuple(teacher_embeddings.shape)}"
             )
         prediction = self.predictor(self.projector(student_embeddings))
-        with torch.no_grad():
-            target = info.interpolate(
-                self.teacher_projector(teacher_embeddings)
-            )
+        target = self.target(teacher_embeddings, info)
         # Every row has the same number of frames, so the mean of the row
         # means over selected rows is the mean over their frames.
         rows = embedding_contrastive(prediction, target)
@@ -270,6 +278,71 @@ class EmbeddingContrastiveLoss(nn.Module):
         if reduction == "none":
             return rows
         return masked_mean(rows, info.mixed if mask is None else mask)
+
+    def target(self, teacher_embeddings, info):
+        """The contrastive target of every row, following its mode.
+
+        Arguments
+        ---------
+        teacher_embeddings : torch.Tensor
+            ``[B, T, D]`` teacher embeddings of the unmixed inputs.
+        info : MixInfo
+            The mixup of the student inputs.
+
+        Returns
+        -------
+        torch.Tensor
+            Detached ``[B, T, projection_size]``: the teacher projection
+            ``q`` mixed as the inputs on composition rows (``lam * q[i] +
+            (1 - lam) * q[partner]``), ``q[i]`` on perturbation and unmixed
+            rows.
+        """
+        with torch.no_grad():
+            return info.interpolate(self.teacher_projector(teacher_embeddings))
+
+    def load_heads(self, path, *, trust_checkpoint=False):
+        """Projector and predictor from an ATST-Frame pretraining file.
+
+        The student projector and predictor take the file's
+        ``model.student.projector.*`` and ``model.student.predictor.*``;
+        the EMA projector takes ``model.teacher.projector.*``, or the
+        student projector's weights when the file has no teacher head.
+        Heads the file lacks stay random. A log line says which.
+
+        Arguments
+        ---------
+        path : str, os.PathLike or Mapping
+            The checkpoint (pretraining layout), or None for none.
+        trust_checkpoint : bool
+            See :func:`~speechbrain_sed_condmix.lobes.atst.load_atst_heads`.
+
+        Returns
+        -------
+        dict
+            Head name -> ``"loaded from FILE"`` or ``"random"``.
+
+        Example
+        -------
+        >>> loss = EmbeddingContrastiveLoss(8, hidden_size=16,
+        ...                                 projection_size=4)
+        >>> loss.load_heads(None)["student_projector"]
+        'random'
+        """
+        heads = {
+            "student_projector": self.projector,
+            "student_predictor": self.predictor,
+            "teacher_projector": self.teacher_projector.model,
+        }
+        found = {}
+        source = "no file"
+        if path is not None:
+            found = load_atst_heads(path, trust_checkpoint=trust_checkpoint)
+            source = str(path)
+            if "teacher_projector" not in found and found.get(
+                "student_projector"
+            ):
+                found["teacher_projector"] = found["student_projector"]
+        return load_heads_into(heads, found, source)
 
     def update_teacher(self, step):
         """EMA update of the teacher projector from the projector.

@@ -267,6 +267,15 @@ class MixedPseudoLabelLoss(LossTerm):
         return rows, info.mixed, _per_mode(rows, info)
 
 
+#: Names of the frame embeddings a contrastive term can tap -> the
+#: ``SEDOutput`` field that holds them.
+EMBEDDING_TAPS = {
+    "bigru": "embeddings",
+    "cnn": "cnn_embeddings",
+    "atst": "encoder_embeddings",
+}
+
+
 class EmbeddingContrastiveTerm(LossTerm):
     """The embedding-level contrastive loss on the mixed rows.
 
@@ -283,7 +292,10 @@ class EmbeddingContrastiveTerm(LossTerm):
     rampup : callable, optional
         The ramp-up.
     embedding_tap : str
-        The model output field that holds the frame embeddings.
+        The model output field that holds the frame embeddings
+        (``embeddings``, ``cnn_embeddings``, ``encoder_embeddings``), or
+        one of the names ``bigru``, ``cnn`` and ``atst`` for them: the
+        CRNN's BiGRU output, its CNN output, ATST-Frame's output.
     module : str
         Name of the contrastive module in ``Brain.modules``.
     """
@@ -299,7 +311,14 @@ class EmbeddingContrastiveTerm(LossTerm):
         module="contrastive",
     ):
         super().__init__(weight=weight, rampup=rampup)
-        self.embedding_tap = embedding_tap
+        tap = EMBEDDING_TAPS.get(embedding_tap, embedding_tap)
+        if tap not in EMBEDDING_TAPS.values():
+            raise ValueError(
+                f"embedding_tap {embedding_tap!r} is not a frame embedding "
+                f"output; choose one of {sorted(EMBEDDING_TAPS)} or "
+                f"{sorted(EMBEDDING_TAPS.values())}"
+            )
+        self.embedding_tap = tap
         self.module_names = (module,)
 
     def row_losses(self, predictions, modules):

@@ -23,6 +23,7 @@ def sed_param_groups(
     atst_lr=None,
     atst_lr_decay=0.5,
     extra_modules=(),
+    heads_weight_decay=None,
 ):
     """Parameter groups of an SED student (CRNN or ATST-SED).
 
@@ -46,6 +47,13 @@ def sed_param_groups(
         Factor between consecutive ATST groups, from the top down.
     extra_modules : iterable of torch.nn.Module
         Other trained modules (e.g. contrastive projection heads).
+    heads_weight_decay : float, optional
+        None (default): ``extra_modules`` join the "rnn" group. A value:
+        they get groups of their own at ``lr``, as ATST-Frame's optimiser
+        groups its heads: "heads" (weights with ``ndim > 1``, this weight
+        decay) and "heads_no_decay" (biases and normalisation parameters,
+        none). ATST-Frame raises the decay from 0.04 to 0.4 over its run
+        with AdamW; with ``torch.optim.Adam`` the decay is an L2 term.
 
     Returns
     -------
@@ -60,6 +68,13 @@ def sed_param_groups(
     >>> groups = sed_param_groups(model, lr=1e-3, cnn_lr=2e-4)
     >>> [(g["name"], g["lr"]) for g in groups]
     [('cnn', 0.0002), ('rnn', 0.001)]
+    >>> from speechbrain_sed_condmix.lobes.heads import MLPHead
+    >>> groups = sed_param_groups(model, lr=1e-3, extra_modules=[
+    ...     MLPHead(3, 4, 2)], heads_weight_decay=0.04)
+    >>> [(g["name"], g.get("weight_decay")) for g in groups[2:]]
+    [('heads', 0.04), ('heads_no_decay', 0.0)]
+    >>> [len(g["params"]) for g in groups[2:]]  # 2 weights; BN weight, bias
+    [2, 2]
     """
     student = unwrap_module(student)
     cnn_lr = lr if cnn_lr is None else cnn_lr
@@ -85,13 +100,33 @@ def sed_param_groups(
         if name.startswith(ATST_PREFIX):
             raise ValueError(f"ATST parameter {name} is in no layer group")
         (cnn if name.startswith("cnn.") else rnn).append(param)
+    decay, no_decay = [], []
     for module in extra_modules:
-        rnn.extend(
-            p for p in unwrap_module(module).parameters() if p.requires_grad
-        )
+        for p in unwrap_module(module).parameters():
+            if not p.requires_grad:
+                continue
+            if heads_weight_decay is None:
+                rnn.append(p)
+            else:
+                (decay if p.ndim > 1 else no_decay).append(p)
     groups = [
         {"name": "cnn", "params": cnn, "lr": cnn_lr},
         {"name": "rnn", "params": rnn, "lr": lr},
         *atst_groups,
     ]
+    if heads_weight_decay is not None:
+        groups += [
+            {
+                "name": "heads",
+                "params": decay,
+                "lr": lr,
+                "weight_decay": float(heads_weight_decay),
+            },
+            {
+                "name": "heads_no_decay",
+                "params": no_decay,
+                "lr": lr,
+                "weight_decay": 0.0,
+            },
+        ]
     return [g for g in groups if g["params"]]

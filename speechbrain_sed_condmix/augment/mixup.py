@@ -26,7 +26,9 @@ Authors
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy import special
 
 
 def _per_row(v, x):
@@ -294,16 +296,26 @@ class ConditionalMixup(torch.nn.Module):
     label_mode : str
         ``"soft"`` or ``"hard"`` label mixing (see :meth:`MixInfo.mix_targets`).
     perturbation : str
-        The strength of a perturbation. ``"beta"``: the folded Beta draw
-        that chose the mode (with ``alpha = 0.2`` the median partner weight
-        of a perturbation row is about 0.02, -33 dB). ``"uniform"``:
-        ATST-Frame's perturbation mixup, a partner weight ``1 - lam`` drawn
-        from U(0, ``max_partner_weight``) for each perturbation row; the
-        Beta draw still chooses the mode, so the share of compositions and
-        their coefficients do not change.
+        The strength of a perturbation row. Whatever the choice, a
+        perturbation row keeps the rule that defines it: its partner weight
+        ``1 - lam`` is below ``1 - tau``; the Beta draw with ``alpha``
+        chooses the mode, so the share of compositions and their
+        coefficients do not depend on this choice.
+
+        * ``"beta"``: a folded Beta(``perturbation_alpha``,
+          ``perturbation_alpha``) draw conditioned on ``lam > tau`` (by
+          inverse CDF); with ``perturbation_alpha=None`` (default) the very
+          draw that chose the mode, which has that distribution (with
+          ``alpha = 0.2`` and ``tau = 0.75`` the median partner weight is
+          about 0.02, -33 dB).
+        * ``"uniform"``: ATST-Frame's perturbation mixup, a partner weight
+          drawn from U(0, ``min(max_partner_weight, 1 - tau)``), strictly
+          below ``1 - tau``.
     max_partner_weight : float
         Upper bound of the uniform partner weight, in (0, 0.5] (ATST-Frame:
-        0.4).
+        0.4), capped at ``1 - tau``.
+    perturbation_alpha : float, optional
+        The Beta parameter of the ``"beta"`` strength (None: ``alpha``).
 
     Example
     -------
@@ -318,6 +330,10 @@ class ConditionalMixup(torch.nn.Module):
     (True, [True, True, True, True])
     >>> torch.equal(info.composition, info.mixed & (info.lam <= 0.6))
     True
+    >>> uniform = ConditionalMixup(prob=1.0, tau=0.75, perturbation="uniform")
+    >>> _, info = uniform([torch.rand(500, 1)], [torch.arange(500)])
+    >>> bool((1 - info.lam[info.perturbation] < 0.25).all())
+    True
     """
 
     def __init__(
@@ -330,6 +346,7 @@ class ConditionalMixup(torch.nn.Module):
         label_mode="soft",
         perturbation="beta",
         max_partner_weight=0.4,
+        perturbation_alpha=None,
     ):
         super().__init__()
         if label_mode not in ("soft", "hard"):
@@ -347,6 +364,10 @@ class ConditionalMixup(torch.nn.Module):
             raise ValueError(f"tau must be in [0.5, 1]: {tau}")
         if alpha <= 0:
             raise ValueError(f"alpha must be positive: {alpha}")
+        if perturbation_alpha is not None and perturbation_alpha <= 0:
+            raise ValueError(
+                f"perturbation_alpha must be positive: {perturbation_alpha}"
+            )
         self.alpha = float(alpha)
         self.tau = float(tau)
         self.prob = float(prob)
@@ -355,6 +376,15 @@ class ConditionalMixup(torch.nn.Module):
         self.label_mode = label_mode
         self.perturbation = perturbation
         self.max_partner_weight = float(max_partner_weight)
+        self.perturbation_alpha = (
+            None if perturbation_alpha is None else float(perturbation_alpha)
+        )
+
+    @property
+    def uniform_cap(self):
+        """float: the bound of the uniform partner weight,
+        ``min(max_partner_weight, 1 - tau)`` (the draw is strictly below)."""
+        return min(self.max_partner_weight, 1.0 - self.tau)
 
     def extra_repr(self):
         """Hyperparameters shown by ``repr``."""
@@ -362,6 +392,11 @@ class ConditionalMixup(torch.nn.Module):
             f"alpha={self.alpha}, tau={self.tau}, prob={self.prob}, "
             f"per_sample={self.per_sample}, fold={self.fold}, "
             f"label_mode={self.label_mode}, perturbation={self.perturbation}"
+            + (
+                f", perturbation_alpha={self.perturbation_alpha}"
+                if self.perturbation_alpha is not None
+                else ""
+            )
         )
 
     def _lam(self, n):
@@ -369,6 +404,29 @@ class ConditionalMixup(torch.nn.Module):
         if self.fold:
             lam = torch.maximum(lam, 1 - lam)
         return lam
+
+    def _perturbation_lam(self, n):
+        """``n`` weights of the dominant clip, all above ``tau``.
+
+        The "beta" strength: Beta(a, a) conditioned on ``lam > tau`` by
+        inverse CDF (for ``tau >= 0.5`` the same as the folded draw
+        conditioned on ``lam > tau``). The "uniform" strength: ``1 - w``,
+        ``w ~ U(0, uniform_cap)``.
+        """
+        if self.perturbation == "uniform":
+            return 1 - torch.rand(n) * self.uniform_cap
+        a = self.perturbation_alpha
+        low = special.betainc(a, a, self.tau)
+        q = low + torch.rand(n, dtype=torch.float64).numpy() * (1 - low)
+        return torch.from_numpy(special.betaincinv(a, a, q)).float()
+
+    def _above_tau(self, lam, rows):
+        """Raise float rounding of ``lam`` on ``rows`` to just above tau."""
+        floor = torch.nextafter(
+            torch.tensor(self.tau, dtype=lam.dtype),
+            torch.tensor(2.0, dtype=lam.dtype),
+        )
+        return torch.where(rows, torch.maximum(lam, floor), lam)
 
     @staticmethod
     def _derangement(n, max_tries=100):
@@ -445,10 +503,16 @@ class ConditionalMixup(torch.nn.Module):
         partner = torch.where(mixed, partner, torch.arange(batch))
         composition = mixed & (lam <= self.tau)
         perturbation = mixed & (lam > self.tau)
-        if self.perturbation == "uniform" and bool(perturbation.any()):
-            # The mode stays the Beta draw's; only the strength is redrawn.
-            weight = torch.rand(batch) * self.max_partner_weight
-            lam = torch.where(perturbation, 1 - weight, lam)
+        redraw = (
+            self.perturbation == "uniform"
+            or self.perturbation_alpha is not None
+        )
+        if redraw and bool(perturbation.any()):
+            # The mode stays the Beta draw's; only the strength is redrawn,
+            # within the perturbation range (tau, 1].
+            lam = lam.clone()
+            lam[perturbation] = self._perturbation_lam(int(perturbation.sum()))
+            lam = self._above_tau(lam, perturbation)
 
         device = inputs[0].device
         info = MixInfo(
@@ -512,3 +576,115 @@ class Mixup(ConditionalMixup):
             fold=False,
             label_mode=label_mode,
         )
+
+
+#: Quantiles of the partner weight reported by :class:`MixStatistics`.
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+class MixStatistics:
+    """Statistics of the mixed rows of many :class:`MixInfo`.
+
+    The share of mixed rows, the share of compositions among them, and the
+    quantiles of the partner weight ``1 - lam`` of each mode: what an
+    ablation records to show what each arm's mixup did.
+
+    Example
+    -------
+    >>> stats = MixStatistics()
+    >>> stats.update(MixInfo(
+    ...     lam=torch.tensor([0.6, 0.9, 1.0, 0.95]),
+    ...     partner=torch.tensor([1, 0, 2, 1]),
+    ...     mixed=torch.tensor([True, True, False, True]),
+    ...     composition=torch.tensor([True, False, False, False]),
+    ...     perturbation=torch.tensor([False, True, False, True]),
+    ... ))
+    >>> s = stats.summary()
+    >>> s["rows"], s["mixed"], round(s["composition_share"], 4)
+    (4, 3, 0.3333)
+    >>> round(s["perturbation"]["max"], 4), s["perturbation"]["n"]
+    (0.1, 2)
+    """
+
+    def __init__(self):
+        self.rows = 0
+        self.weights = {"composition": [], "perturbation": []}
+
+    def update(self, info):
+        """Add the rows of one mixup call.
+
+        Arguments
+        ---------
+        info : MixInfo
+            The call's rows.
+        """
+        self.rows += int(info.lam.numel())
+        weight = (1 - info.lam.detach().double()).cpu()
+        for mode in self.weights:
+            rows = getattr(info, mode).cpu()
+            self.weights[mode].append(weight[rows].numpy())
+
+    def summary(self):
+        """The statistics as a JSON-ready dict.
+
+        Returns
+        -------
+        dict
+            ``rows``, ``mixed``, ``mixed_share``, ``composition_share``
+            (of the mixed rows) and, per mode, ``n``, ``mean``, ``max`` and
+            the partner-weight quantiles ``q05`` ... ``q95``.
+        """
+        out = {"rows": self.rows}
+        n = {}
+        for mode, chunks in self.weights.items():
+            w = np.concatenate(chunks) if chunks else np.zeros(0)
+            n[mode] = int(w.size)
+            entry = {"n": int(w.size)}
+            if w.size:
+                entry["mean"] = float(w.mean())
+                entry["max"] = float(w.max())
+                for q in QUANTILES:
+                    entry[f"q{round(q * 100):02d}"] = float(np.quantile(w, q))
+            out[mode] = entry
+        mixed = n["composition"] + n["perturbation"]
+        out["mixed"] = mixed
+        out["mixed_share"] = mixed / self.rows if self.rows else None
+        out["composition_share"] = n["composition"] / mixed if mixed else None
+        return out
+
+
+def mixup_statistics(mixup, group_sizes, calls=200, seed=0):
+    """Mixed-row statistics of a mixup configuration, by drawing from it.
+
+    Arguments
+    ---------
+    mixup : ConditionalMixup
+        The configuration (e.g. an arm's YAML ``mixup``).
+    group_sizes : list of int
+        Rows of each mixed group in a batch (e.g. ``[2, 2, 4]``).
+    calls : int
+        Number of batches drawn.
+    seed : int
+        Seed of the draws (the global RNG state is restored afterwards).
+
+    Returns
+    -------
+    dict
+        :meth:`MixStatistics.summary` of the draws.
+
+    Example
+    -------
+    >>> s = mixup_statistics(ConditionalMixup(prob=1.0, tau=1.0), [4], 50)
+    >>> s["rows"], s["composition_share"], s["perturbation"]["n"]
+    (200, 1.0, 0)
+    """
+    stats = MixStatistics()
+    batch = sum(group_sizes)
+    bounds = np.cumsum([0, *group_sizes])
+    groups = [torch.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    x = torch.zeros(batch, 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _ in range(calls):
+            stats.update(mixup([x], groups)[1])
+    return stats.summary()

@@ -45,6 +45,9 @@ class SEDOutput(NamedTuple):
     encoder_embeddings : torch.Tensor, optional
         Frame embeddings of a pretrained encoder branch (ATST-SED's
         ATST-Frame output, [batch, tokens, dim]); None for the CRNN.
+    cnn_embeddings : torch.Tensor, optional
+        The CRNN's CNN output as frame embeddings, the GRU's input
+        [batch, frames, channels * freq]; None where not given.
 
     Example
     -------
@@ -57,6 +60,7 @@ class SEDOutput(NamedTuple):
     weak: torch.Tensor
     embeddings: torch.Tensor
     encoder_embeddings: torch.Tensor = None
+    cnn_embeddings: torch.Tensor = None
 
 
 def _per_block(value, n_blocks, name):
@@ -407,14 +411,17 @@ class CRNN(nn.Module):
         SEDOutput
             ``strong`` [batch, classes, frames'], ``weak``
             [batch, classes], ``embeddings`` [batch, frames', 2*hidden]
-            (the GRU output before dropout).
+            (the GRU output before dropout), ``cnn_embeddings``
+            [batch, frames', channels * freq] (the CNN output, the GRU's
+            input).
 
         Example
         -------
         >>> model = CRNN(n_filters=[4], pooling=[(2, 16)], rnn_hidden=3,
         ...              n_freq=16, n_class=2).eval()
-        >>> model(torch.randn(1, 16, 8)).strong.shape
-        torch.Size([1, 2, 4])
+        >>> out = model(torch.randn(1, 16, 8))
+        >>> out.strong.shape, out.cnn_embeddings.shape
+        (torch.Size([1, 2, 4]), torch.Size([1, 4, 4]))
         """
         if x.dim() == 3:
             x = x.unsqueeze(1)
@@ -434,7 +441,7 @@ class CRNN(nn.Module):
             self.dense_softmax if self.attention else None,
             frame_mask,
         )
-        return SEDOutput(strong, weak, emb)
+        return SEDOutput(strong, weak, emb, cnn_embeddings=x)
 
 
 def classification_heads(h, dense, dense_softmax=None, frame_mask=None):

@@ -124,6 +124,7 @@ def test_ablation_runs_skips_finished_runs_and_reports(tmp_path):
     out = tmp_path / "ablation"
     measured = tmp_path / "measured"
     tiny = [
+        "--protocol=old",
         "--scale=tiny",
         "--seeds",
         "1",

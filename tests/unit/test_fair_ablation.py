@@ -182,9 +182,10 @@ def test_uniform_perturbation_redraws_only_the_strength():
         assert torch.equal(getattr(beta, key), getattr(uni, key))
     assert torch.equal(beta.lam[beta.composition], uni.lam[uni.composition])
     partner = 1 - uni.lam[uni.perturbation]
-    assert partner.min() >= 0 and partner.max() <= 0.4
-    # U(0, 0.4): median 0.2; the folded Beta(0.2, 0.2) about 0.02.
-    assert 0.18 < float(partner.median()) < 0.22
+    # U(0, min(0.4, 1 - tau)): strictly below 1 - tau = 0.25, median 0.125
+    # (the folded Beta(0.2, 0.2) about 0.02).
+    assert partner.min() >= 0 and partner.max() < 0.25
+    assert 0.11 < float(partner.median()) < 0.14
     assert float((1 - beta.lam[beta.perturbation]).median()) < 0.05
     # The mixed input follows the new coefficient.
     lam = uni.lam.view(-1, 1)

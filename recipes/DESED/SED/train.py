@@ -203,6 +203,13 @@ if __name__ == "__main__":
         metadata=metadata,
         trust_checkpoint=hparams.get("trust_checkpoint", False),
     )
+    # The contrastive heads: from an ATST-Frame pretraining checkpoint that
+    # holds them, else random (the log says which).
+    if "contrastive" in hparams["modules"]:
+        hparams["modules"]["contrastive"].load_heads(
+            hparams.get("contrastive_heads_ckpt"),
+            trust_checkpoint=hparams.get("trust_checkpoint", False),
+        )
     manifests = prepare_data(hparams)
     train_set, sampler, valid_set, test_set = dataio_prep(hparams, manifests)
 
