@@ -24,6 +24,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from speechbrain_sed_condmix.lobes.heads import (
+    ATST_HEAD_PREFIXES,
+    load_heads_into,
+)
 from speechbrain_sed_condmix.safe_load import load_checkpoint
 
 ATST_CHECKPOINT_HELP = (
@@ -468,7 +472,7 @@ def _map_atst_key(key):
     return False, None
 
 
-def load_atst_checkpoint(model, path, *, trust_checkpoint=False):
+def load_atst_checkpoint(model, path, *, trust_checkpoint=False, heads=None):
     """Load pretrained ATST-Frame weights into an :class:`ATSTFrame`.
 
     The file is a Lightning checkpoint (weights under ``"state_dict"``) or
@@ -485,8 +489,9 @@ def load_atst_checkpoint(model, path, *, trust_checkpoint=False):
       (ATST-SED checkpoints; teacher weights are not used).
 
     Other keys (student encoders, projectors, classification heads) are
-    ignored. A dict without any of these prefixes is taken as a bare
-    ``FrameAST`` state dict. Loading is strict.
+    ignored, unless ``heads`` asks for the projector and predictor (see
+    :func:`load_atst_heads`). A dict without any of these prefixes is taken
+    as a bare ``FrameAST`` state dict. Loading is strict.
 
     A file is read with
     :func:`~speechbrain_sed_condmix.safe_load.load_checkpoint`, which runs
@@ -502,11 +507,17 @@ def load_atst_checkpoint(model, path, *, trust_checkpoint=False):
         Unpickle the file in full, which can run code stored in it (only
         for files from a trusted source); see
         :func:`~speechbrain_sed_condmix.safe_load.load_checkpoint`.
+    heads : Mapping, optional
+        Head name (a key of :data:`ATST_HEAD_PREFIXES`) -> module, e.g.
+        ``{"student_projector": loss.projector}``. Each head that the file
+        holds is loaded into its module (strict); the others keep their
+        weights. A log line says which were loaded and which are random;
+        :func:`load_heads_into` gives the same as a dict.
 
     Returns
     -------
     int
-        Number of tensors loaded (138 for the base configuration).
+        Number of encoder tensors loaded (138 for the base configuration).
 
     Raises
     ------
@@ -583,4 +594,70 @@ def load_atst_checkpoint(model, path, *, trust_checkpoint=False):
             + (f"; ... ({more} more)" if more > 0 else "")
         )
     model.load_state_dict(mapped, strict=True)
+    if heads is not None:
+        load_heads_into(heads, load_atst_heads(ckpt), source)
     return len(mapped)
+
+
+def load_atst_heads(path, *, trust_checkpoint=False):
+    """Projector and predictor weights of an ATST-Frame pretraining file.
+
+    A pretraining checkpoint (Lightning, attribute ``model``) holds the
+    BYOL heads under ``model.student.projector.*``,
+    ``model.student.predictor.*`` and ``model.teacher.projector.*``, in the
+    ``nn.Sequential`` layout of
+    :class:`~speechbrain_sed_condmix.lobes.heads.MLPHead` (``0.weight``,
+    ``1.*`` BatchNorm, ``3.weight``). A leading prefix before ``model.``
+    (e.g. a wrapper's) is allowed.
+
+    Arguments
+    ---------
+    path : str, os.PathLike or Mapping
+        Checkpoint path, or an already loaded checkpoint or state dict.
+    trust_checkpoint : bool
+        See :func:`load_atst_checkpoint`.
+
+    Returns
+    -------
+    dict
+        ``{"student_projector": state_dict, "student_predictor": ...,
+        "teacher_projector": ...}`` with the heads the file holds; empty
+        when it holds none (e.g. a fine-tuned ATST-Frame or ATST-SED
+        checkpoint).
+
+    Raises
+    ------
+    ValueError
+        If the file is not a dict.
+
+    Example
+    -------
+    >>> from speechbrain_sed_condmix.lobes.heads import MLPHead
+    >>> head = MLPHead(8, hidden_size=16, output_size=4)
+    >>> ckpt = {"state_dict": {
+    ...     "model.student.projector." + k: v
+    ...     for k, v in head.state_dict().items()}}
+    >>> sorted(load_atst_heads(ckpt))
+    ['student_projector']
+    >>> load_atst_heads({"state_dict": {"encoder.encoder.x": 0}})
+    {}
+    """
+    if isinstance(path, Mapping):
+        ckpt, source = path, "<state dict>"
+    else:
+        ckpt = load_checkpoint(path, trust_checkpoint=trust_checkpoint)
+        source = os.fspath(path)
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(
+            f"{source} is not an ATST-Frame checkpoint: expected a dict, "
+            f"got {type(ckpt).__name__}"
+        )
+    state_dict = ckpt.get("state_dict", ckpt)
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"The 'state_dict' entry of {source} is not a dict")
+    found = {}
+    for name, prefix in ATST_HEAD_PREFIXES.items():
+        for key, value in state_dict.items():
+            if key.startswith(prefix) or ("." + prefix) in key:
+                found.setdefault(name, {})[key.split(prefix, 1)[1]] = value
+    return found
