@@ -31,7 +31,10 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process, main_process_only
 
-from speechbrain_sed_condmix.distributed import world_size
+from speechbrain_sed_condmix.distributed import (
+    world_size,
+    wrap_trained_modules,
+)
 from speechbrain_sed_condmix.preemption import GracefulPreemption
 from speechbrain_sed_condmix.pretraining.model import (
     save_pretrain_checkpoint,
@@ -157,6 +160,19 @@ class ATSTFramePretrainBrain(GracefulPreemption, sb.Brain):
         """
         if should_step:
             self.modules.teacher.update(self.modules.student, self.momentum)
+
+    def _wrap_distributed(self):
+        """Wrap the student in DDP (SyncBatchNorm on CUDA only); the
+        teacher stays unwrapped and starts from rank 0's weights."""
+        if not self.distributed_launch:
+            return super()._wrap_distributed()
+        wrap_trained_modules(
+            self.modules,
+            self.device,
+            self.device_type,
+            idle=set(),
+            find_unused_parameters=self.find_unused_parameters,
+        )
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log the epoch (the checkpoint and the ATST-Frame file follow).

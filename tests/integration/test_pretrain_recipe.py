@@ -2,14 +2,17 @@
 the tiny mini-DESED (generated audio, not DESED): its ``--debug`` run, the
 checkpoint it writes, and an exact resume."""
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 import torch
 import yaml
 from conftest import recipe_rows, run_recipe
-from tiny_runs import latest_checkpoint
+from tiny_runs import REPO, latest_checkpoint
 
 from speechbrain_sed_condmix.distributed import state_fingerprint
 from speechbrain_sed_condmix.lobes.atst import ATSTFrame, load_atst_checkpoint
@@ -111,3 +114,40 @@ def test_stopped_after_epoch_1_and_resumed_ends_identical(
     resumed, reference = final_state(out), final_state(whole)
     assert resumed["brain"]["optimizer_step"] == 2 * STEPS_PER_EPOCH
     assert resumed == reference
+
+
+def test_two_processes_under_torchrun(mini_desed_tiny, tmp_path):
+    """DDP on 2 gloo CPU processes: the 24 clips are sharded (3 steps of
+    4 clips per rank), the peak LR scales with the 2 processes."""
+    out = tmp_path / "out"
+    data = str(mini_desed_tiny)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        ROW["Script_file"],
+        ROW["Hparam_file"],
+        *flags("--number_of_epochs=1")
+        .replace("tests/tmp/mini_desed_tiny", data)
+        .split(),
+        f"--output_folder={out}",
+        "--device=cpu",
+        "--distributed_backend=gloo",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (out / "train_log.txt").read_text()
+    assert re.findall(r"^epoch: 1, steps: (\d+)", log, re.M) == ["3"]
+    saved = torch.load(out / "atst_frame_pretrain.ckpt", weights_only=True)
+    teacher = torch.load(
+        latest_checkpoint(out / "save") / "teacher.ckpt", weights_only=True
+    )
+    for name, value in teacher.items():
+        if name.startswith("model.encoder."):
+            key = "model.teacher.encoder." + name[len("model.encoder.") :]
+            assert torch.equal(saved["state_dict"][key], value), name
