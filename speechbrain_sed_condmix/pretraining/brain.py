@@ -29,7 +29,7 @@ import logging
 
 import speechbrain as sb
 import torch
-from speechbrain.utils.distributed import if_main_process, main_process_only
+from speechbrain.utils.distributed import main_process_only
 
 from speechbrain_sed_condmix.distributed import (
     world_size,
@@ -185,7 +185,8 @@ class ATSTFramePretrainBrain(GracefulPreemption, sb.Brain):
             "loss": stage_loss,
             "lr": self.optimizer.param_groups[0]["lr"],
             "weight_decay": self.optimizer.param_groups[0]["weight_decay"],
-            "momentum": self.momentum,
+            # 1 - m: the momentum itself rounds to 1.00 in the log.
+            "one_minus_momentum": 1.0 - self.momentum,
         }
         self.hparams.train_logger.log_stats(
             stats_meta={"epoch": epoch, "steps": self.optimizer_step},
@@ -221,11 +222,10 @@ class ATSTFramePretrainBrain(GracefulPreemption, sb.Brain):
             self.modules.teacher,
             info,
         )
-        if if_main_process():
-            logger.info(
-                "Wrote the ATST-Frame pretraining checkpoint %s (epoch %d, "
-                "%d optimiser steps)",
-                self.hparams.export_path,
-                epoch,
-                self.optimizer_step,
-            )
+        logger.info(
+            "Wrote the ATST-Frame pretraining checkpoint %s (epoch %d, "
+            "%d optimiser steps)",
+            self.hparams.export_path,
+            epoch,
+            self.optimizer_step,
+        )
