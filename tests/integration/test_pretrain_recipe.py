@@ -37,7 +37,7 @@ def flags(*extra):
     return " ".join([*kept, *extra])
 
 
-def test_debug_run_writes_a_checkpoint_that_atst_sed_reads(
+def test_debug_run_writes_a_checkpoint_that_stage1_reads(
     mini_desed_tiny, tmp_path
 ):
     out, _ = run_recipe(
@@ -57,11 +57,11 @@ def test_debug_run_writes_a_checkpoint_that_atst_sed_reads(
     ]
     losses = [float(v) for v in re.findall(r"train loss: ([0-9.e+-]+)", log)]
     assert all(0.0 < v < 4.0 for v in losses)
-    encoder = ATSTFrame(embed_dim=32, depth=1, num_heads=2)
+    encoder = ATSTFrame(embed_dim=64, depth=2, num_heads=4)
     heads = {
-        "student_projector": ATSTFrameHead(32, 32, 16),  # the row's sizes
+        "student_projector": ATSTFrameHead(64, 32, 16),  # the row's sizes
         "student_predictor": ATSTFrameHead(16, 32, 16),
-        "teacher_projector": ATSTFrameHead(32, 32, 16),
+        "teacher_projector": ATSTFrameHead(64, 32, 16),
     }
     path = out / "atst_frame_pretrain.ckpt"
     load_atst_checkpoint(encoder, path, heads=heads)
@@ -77,6 +77,29 @@ def test_debug_run_writes_a_checkpoint_that_atst_sed_reads(
         weights["model.student.encoder.pos_embed"],
         weights["model.teacher.encoder.pos_embed"],
     )
+    # The stage-1 recipe (its row: the same encoder size) reads the file
+    # with --atst_ckpt as it is; its frozen ATST is the pretrained teacher.
+    stage1 = next(
+        r for r in recipe_rows() if r["Hparam_file"].endswith("stage1.yaml")
+    )
+    stage1_flags = stage1["test_debug_flags"].replace(
+        "--atst_random_init=True", f"--atst_ckpt={path}"
+    )
+    # One epoch (the row's), as --debug writes no checkpoint to compare.
+    stage1_out, _ = run_recipe(
+        stage1,
+        mini_desed_tiny,
+        tmp_path / "stage1",
+        stage1_flags + " --csebbs_tuning=False --n_event_rolls=0",
+    )
+    log = (stage1_out / "log.txt").read_text()
+    assert f"Loaded {len(encoder.state_dict())} ATST-Frame tensors from" in log
+    student = torch.load(
+        latest_checkpoint(stage1_out / "save") / "student.ckpt",
+        weights_only=True,
+    )
+    for name, value in encoder.state_dict().items():
+        assert torch.equal(student[f"atst_frame.atst.{name}"], value), name
 
 
 def final_state(out):
