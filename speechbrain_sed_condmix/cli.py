@@ -67,11 +67,22 @@ def mini_desed_main(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument(
+        "--unlabeled",
+        type=int,
+        default=None,
+        help=(
+            "number of unlabeled clips instead of the scale's (e.g. 8000 "
+            "for ATST-Frame pretraining); the labelled subsets stay as they are"
+        ),
+    )
+    parser.add_argument(
         "--quiet", action="store_true", help="print nothing on success"
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    out = generate_mini_desed(args.out, scale=args.scale, seed=args.seed)
+    out = generate_mini_desed(
+        args.out, scale=args.scale, seed=args.seed, unlabeled=args.unlabeled
+    )
     if not args.quiet:
         print(
             f"mini-DESED ({args.scale}, seed {args.seed}; generated audio, "

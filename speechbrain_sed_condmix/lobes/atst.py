@@ -274,9 +274,11 @@ class ATSTFrame(nn.Module):
     frequency-major), embedded linearly, plus a learned position
     (``pos_embed[:, 1:T + 1]``; slot 0 is the unused class-token slot of
     the pretrained table). After ``depth`` pre-norm blocks the last block's
-    output goes through ``norm_frame``. ``mask_embed`` only exists so
-    that pretrained checkpoints load; it is not used here. Stochastic
-    depth is not implemented (ATST-SED trains with it off).
+    output goes through ``norm_frame``. ``mask_embed`` replaces the patch
+    embedding of the tokens that ``forward``'s ``mask`` selects (before
+    the position is added), as in ATST-Frame's masked pretraining; without
+    a mask it is unused. Stochastic depth is not implemented (ATST-SED
+    trains with it off).
 
     Arguments
     ---------
@@ -347,7 +349,7 @@ class ATSTFrame(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
         """Encode a normalised mel spectrogram.
 
         Arguments
@@ -355,6 +357,9 @@ class ATSTFrame(nn.Module):
         x : torch.Tensor
             Normalised ATST mel, [batch, n_mels, frames] or
             [batch, 1, n_mels, frames].
+        mask : torch.Tensor, optional
+            Boolean [batch, frames // patch_frames]: tokens whose patch
+            embedding is replaced by ``mask_embed`` (masked pretraining).
 
         Returns
         -------
@@ -390,6 +395,14 @@ class ATSTFrame(nn.Module):
                 f"{x.shape[-1]}"
             )
         x = self.patch_embed(x)
+        if mask is not None:
+            if tuple(mask.shape) != tuple(x.shape[:2]):
+                raise ValueError(
+                    f"ATSTFrame mask of shape {tuple(mask.shape)} does not "
+                    f"match the {tuple(x.shape[:2])} (batch, tokens) of "
+                    "the input"
+                )
+            x = torch.where(mask[..., None], self.mask_embed.to(x.dtype), x)
         x = self.pos_drop(x + self.pos_embed[:, 1 : n_tokens + 1])
         for block in self.blocks:
             x = block(x)

@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 HPARAMS = sorted((REPO / "recipes").rglob("hparams/*.yaml"))
 CODE = [
     REPO / "recipes/DESED/SED/train.py",
+    REPO / "recipes/DESED/SSL/train.py",
     *sorted((REPO / "speechbrain_sed_condmix").rglob("*.py")),
 ]
 # Brain reads its run options from the hparams when not given on the CLI.

@@ -78,6 +78,7 @@ VIOLATIONS = [
     ("training-parts", "augment/mixup.py", f"import {PACKAGE}.brain"),
     ("training-parts", "losses.py", f"import {PACKAGE}.brain"),
     ("inference", "inference.py", f"import {PACKAGE}.brain"),
+    ("pretraining", "pretraining/views.py", f"import {PACKAGE}.dataio.prep"),
     ("evaluation-chain", "metrics.py", f"import {PACKAGE}.postprocessing"),
     ("evaluation-chain", "scores.py", f"import {PACKAGE}.tuning"),
     ("acyclic", "teacher.py", f"import {PACKAGE}.optim"),

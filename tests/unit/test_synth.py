@@ -419,3 +419,38 @@ def test_speech_has_syllable_rhythm():
         power = np.abs(np.fft.rfft(env - env.mean()))
         peak = f[np.argmax(power * (f > 1.0))]
         assert 2.5 <= peak <= 6.5, peak
+
+
+@pytest.mark.slow  # two generations of 17 and 21 clips: about 10 s
+def test_larger_unlabeled_pool_keeps_the_labelled_subsets(
+    tmp_path, monkeypatch
+):
+    # The fewest clips that hold all ten classes in every labelled subset.
+    nano = {**dict.fromkeys(MICRO, 3), "validation": 4, "unlabeled": 1}
+    monkeypatch.setitem(synth.SCALES, "nano", nano)
+    base = snapshot(synth.generate_mini_desed(tmp_path / "a", "nano", 5))
+    pool = synth.generate_mini_desed(tmp_path / "b", "nano", 5, unlabeled=5)
+    grown = snapshot(pool)
+    unlabeled = subset_layout("unlabeled")
+    assert len(wav_names(pool, "unlabeled")) == 5
+    _, rows = read_tsv(pool / synth.UNLABELED_TSV)
+    assert sorted(r[0] for r in rows) == wav_names(pool, "unlabeled")
+    marker = json.loads((pool / synth.MARKER_NAME).read_text())
+    assert marker["counts"]["unlabeled"] == 5
+    assert marker["counts"]["weak"] == 3
+
+    # Every file outside the unlabeled subset (and the marker) is the same.
+    def labelled(files):
+        return {
+            k: v
+            for k, v in files.items()
+            if not k.startswith(unlabeled.audio)
+            and k not in (synth.UNLABELED_TSV, synth.MARKER_NAME)
+        }
+
+    assert labelled(grown) == labelled(base)
+    assert len(labelled(base)) > 10
+    # The same folder asked for another pool size is refused, not mixed.
+    with pytest.raises(FileExistsError, match="unlabeled"):
+        synth.generate_mini_desed(pool, "nano", 5, unlabeled=6)
+    assert synth.generate_mini_desed(pool, "nano", 5, unlabeled=5) == pool

@@ -216,7 +216,7 @@ def write_wav(path, audio, sr):
     os.replace(tmp, path)
 
 
-def _check_out_dir(out_dir, scale, seed):
+def _check_out_dir(out_dir, scale, seed, counts):
     """Return True if ``out_dir`` already holds this exact generation."""
     marker = out_dir / MARKER_NAME
     if marker.is_file():
@@ -224,7 +224,14 @@ def _check_out_dir(out_dir, scale, seed):
             info = json.loads(marker.read_text())
         except (OSError, ValueError):
             info = {}
-        if info.get("scale") == scale and info.get("seed") == seed:
+        same = info.get("scale") == scale and info.get("seed") == seed
+        if same and info.get("counts", counts) != counts:
+            raise FileExistsError(
+                f"{out_dir} holds mini-DESED {scale!r}, seed {seed} with "
+                f"{info['counts'].get('unlabeled')} unlabeled clips, not "
+                f"{counts['unlabeled']}; use another folder"
+            )
+        if same:
             return (
                 info.get("complete") is True
                 and info.get("version") == _GENERATOR_VERSION
@@ -259,7 +266,9 @@ def _marker(scale, seed, counts, complete):
     )
 
 
-def generate_mini_desed(out_dir, scale="tiny", seed=0, progress=None):
+def generate_mini_desed(
+    out_dir, scale="tiny", seed=0, progress=None, unlabeled=None
+):
     """Write mini-DESED: generated, synthetic audio in DESED's layout.
 
     The audio is procedural (noise and oscillators) and is **NOT DESED**; a
@@ -292,6 +301,10 @@ def generate_mini_desed(out_dir, scale="tiny", seed=0, progress=None):
         Non-negative random seed.
     progress : bool or None
         Show a progress bar over clips; ``None`` shows it only on a TTY.
+    unlabeled : int, optional
+        Number of unlabeled clips instead of the scale's (e.g. 8000 for a
+        pretraining pool). The labelled subsets keep their size and their
+        files, byte for byte (each subset draws from its own seed).
 
     Returns
     -------
@@ -316,9 +329,15 @@ def generate_mini_desed(out_dir, scale="tiny", seed=0, progress=None):
         raise ValueError(f"seed must be non-negative, got {seed}")
     seed = int(seed)
     out_dir = Path(out_dir)
-    if _check_out_dir(out_dir, scale, seed):
-        return out_dir
     counts = dict(SCALES[scale])
+    if unlabeled is not None:
+        if isinstance(unlabeled, bool) or int(unlabeled) != unlabeled:
+            raise TypeError(f"unlabeled must be an int, got {unlabeled!r}")
+        if unlabeled < 1:
+            raise ValueError(f"unlabeled must be positive, got {unlabeled}")
+        counts["unlabeled"] = int(unlabeled)
+    if _check_out_dir(out_dir, scale, seed, counts):
+        return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "README.txt", _README.format(scale=scale, seed=seed))
     # An incomplete marker claims the folder, so a rerun may overwrite it.
