@@ -37,7 +37,7 @@ def fake_study(tmp_path, *extra, epochs=3, sleep=0.2):
     return [
         sys.executable,
         "-m",
-        "speechbrain_sed_condmix.search",
+        "speechbrain_sed_condmix.search_cli",
         str(hparams),
         "--space",
         str(space),
@@ -186,7 +186,7 @@ def test_real_recipe_trials_and_best_overrides_reproduce(
     cmd = [
         sys.executable,
         "-m",
-        "speechbrain_sed_condmix.search",
+        "speechbrain_sed_condmix.search_cli",
         base[2],
         "--space",
         str(space),

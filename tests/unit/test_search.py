@@ -5,7 +5,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from speechbrain_sed_condmix import search
+from speechbrain_sed_condmix import search, search_cli
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes/DESED/SED"
@@ -99,7 +99,7 @@ def test_bad_space_stops_sed_tune_before_any_study(tmp_path, recipe):
     folder = tmp_path / "study"
     argv = [str(recipe), "--space", str(space), "--study_folder", str(folder)]
     with pytest.raises(SystemExit) as stop:
-        search.main(argv)
+        search_cli.main(argv)
     assert f"{space}:1: key 'mixup_tua': not a key of {recipe}" in str(
         stop.value
     )
@@ -169,6 +169,6 @@ def test_recipe_flags_split_into_overrides_and_run_options():
     )
     assert fixed == {"number_of_epochs": 4, "batch_sizes": [1, 2, 1]}
     assert options == ["--device=cpu"]
-    assert search.selection_key(RECIPE / "hparams/crnn_condmix.yaml", {}) == (
-        "student_obj"
-    )
+    assert search_cli.selection_key(
+        RECIPE / "hparams/crnn_condmix.yaml", {}
+    ) == ("student_obj")
