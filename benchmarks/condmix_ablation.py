@@ -25,6 +25,12 @@ arm, then seed 2, ...), so that whatever has finished is paired.
     python benchmarks/condmix_ablation.py --out /work/ablation15 \\
         --report condmix_ablation_ssl
 
+``--tune-trials N`` gives every arm the same tuning budget: N ``sed-tune``
+trials on synth_val over the keys of ``recipes/DESED/SED/search/<YAML>``
+that neither the arm nor the protocol sets (``OUT/tune/<arm>``), then the
+paired seeds of each arm with its best configuration (``OUT/tuned``); the
+report states the budget and each arm's choice.
+
 ``--report NAME`` trains nothing: it gathers the finished runs into
 ``benchmarks/measured/NAME.json`` (per-run metrics, and the mean paired
 difference ± standard error of teacher PSDS1, PSDS2 and intersection F1 of
@@ -209,13 +215,22 @@ def run_one(arm, seed, data, prep, out, overrides, threads):
     return f"done in {minutes:.1f} min"
 
 
-def run_all(args, overrides, data, prep, out):
-    """Run the queue, seed-major, ``args.jobs`` runs at a time."""
+def run_all(args, overrides, data, prep, out, per_arm=None):
+    """Run the queue, seed-major, ``args.jobs`` runs at a time; ``per_arm``
+    adds an arm's own overrides (its tuned configuration)."""
     queue = [(arm, seed) for seed in args.seeds for arm in args.arms]
+    per_arm = per_arm or {}
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {
             pool.submit(
-                run_one, arm, seed, data, prep, out, overrides, args.threads
+                run_one,
+                arm,
+                seed,
+                data,
+                prep,
+                out,
+                overrides + per_arm.get(arm, []),
+                args.threads,
             ): (arm, seed)
             for arm, seed in queue
         }
@@ -503,6 +518,8 @@ def report(args, out, prep, name):
         "summary": summary,
         "runs": records,
     }
+    if args.tune_trials:
+        result["tuning"] = tuning_record(args, out.parent)
     measured = Path(args.measured)
     measured.mkdir(parents=True, exist_ok=True)
     path = measured / f"{name}.json"
@@ -511,6 +528,89 @@ def report(args, out, prep, name):
     print(markdown(summary))
     print(f"\nwritten: {path} and {figure}", file=sys.stderr)
     return result
+
+
+# ----------------------------------------------------------------------
+# Equal tuning budgets (--tune-trials N)
+
+#: The seed of the tuning trials: none of the paired seeds.
+TUNE_SEED = 0
+
+
+def tuned_space(arm, flags):
+    """The arm's search space: ``recipes/DESED/SED/search/<its YAML>``
+    without the keys that the arm, the protocol or the schedule set."""
+    import yaml
+
+    hparams, extra, _ = ARMS[arm]
+    space = yaml.safe_load((RECIPE / "search" / hparams).read_text())
+    given = {f[2:].split("=")[0] for f in [*extra, *flags]}
+    return {key: spec for key, spec in space.items() if key not in given}
+
+
+def tune_arms(args, overrides, data, prep, out):
+    """Tune every arm with ``sed-tune``, ``args.tune_trials`` trials each on
+    the selection split (synth_val; the trials run no test stage); return
+    ``{arm: [--key=value of its best trial]}``."""
+    import yaml
+
+    best = {}
+    for arm in args.arms:
+        study = out / "tune" / arm
+        study.mkdir(parents=True, exist_ok=True)
+        cmd = run_command(arm, TUNE_SEED, data, prep, study, overrides)
+        flags = [str(f) for f in cmd[3:] if "--output_folder=" not in str(f)]
+        space = tuned_space(arm, flags)
+        (study / "space.yaml").write_text(yaml.safe_dump(space))
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "speechbrain_sed_condmix.search_cli",
+                str(cmd[2]),
+                "--space",
+                str(study / "space.yaml"),
+                "--study_folder",
+                str(study),
+                "--n_trials",
+                str(args.tune_trials),
+                "--workers",
+                str(args.jobs),
+                "--threads",
+                str(args.threads),
+                *flags,
+            ],
+            cwd=REPO,
+            env={**MALLOC_ENV, **os.environ},
+            check=True,
+        )
+        chosen = yaml.safe_load((study / "best_overrides.yaml").read_text())
+        best[arm] = [f"--{k}={chosen[k]}" for k in space]
+        print(f"{arm}: tuned {' '.join(best[arm])}", flush=True)
+    return best
+
+
+def tuning_record(args, out):
+    """The budget and each arm's tuned configuration, for the report."""
+    import yaml
+
+    arms = {}
+    for arm in args.arms:
+        study = out / "tune" / arm
+        best = study / "best_overrides.yaml"
+        space = yaml.safe_load((study / "space.yaml").read_text())
+        chosen = yaml.safe_load(best.read_text()) if best.is_file() else {}
+        arms[arm] = {
+            "searched": space,
+            "best": {k: chosen.get(k) for k in space},
+            "trials_csv": str(study / "trials.csv"),
+        }
+    return {
+        "trials_per_arm": args.tune_trials,
+        "split": "synth_val (the selection split); no trial is tested",
+        "seed": TUNE_SEED,
+        "arms": arms,
+    }
 
 
 def main(argv=None):
@@ -535,18 +635,31 @@ def main(argv=None):
         default=str(MEASURED),
         help="folder of --report's JSON (default: benchmarks/measured)",
     )
+    parser.add_argument(
+        "--tune-trials",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first tune every arm with N sed-tune trials on synth_val, "
+        "then run the paired seeds with each arm's best configuration "
+        "(in OUT/tuned)",
+    )
     args, extra = parser.parse_known_args(argv)
     unknown = sorted(set(args.arms) - set(ARMS))
     if unknown:
         parser.error(f"unknown arms {unknown}; choose from {list(ARMS)}")
     out = Path(args.out).resolve()
+    runs = out / "tuned" if args.tune_trials else out
     if args.report:
-        report(args, out, out / "prep", args.report)
+        report(args, runs, out / "prep", args.report)
         return 0
     start = time.perf_counter()
     data, prep = prepare(out, args.scale)
     overrides = schedule(args.epochs, args.valid_every, args.rampup) + extra
-    failed = run_all(args, overrides, data, prep, out)
+    per_arm = None
+    if args.tune_trials:
+        per_arm = tune_arms(args, overrides, data, prep, out)
+    failed = run_all(args, overrides, data, prep, runs, per_arm)
     minutes = (time.perf_counter() - start) / 60
     print(f"ablation finished in {minutes:.1f} min, {failed} failed")
     return 1 if failed else 0
