@@ -41,6 +41,7 @@ setup(
             "sed-export=speechbrain_sed_condmix.cli:export_main",
             "sed-import=speechbrain_sed_condmix.cli:import_main",
             "sed-detect=speechbrain_sed_condmix.cli:detect_main",
+            "sed-tune=speechbrain_sed_condmix.search_cli:main",
         ],
     },
 )

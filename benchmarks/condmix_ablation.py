@@ -58,6 +58,12 @@ arm, then seed 2, ...), so that whatever has finished is paired.
     python benchmarks/condmix_ablation.py --protocol old \\
         --out /work/ablation15 --report condmix_ablation_ssl
 
+``--tune-trials N`` gives every arm the same tuning budget: N ``sed-tune``
+trials on synth_val over the keys of ``recipes/DESED/SED/search/<YAML>``
+that neither the arm nor the protocol sets (``OUT/tune/<arm>``), then the
+paired seeds of each arm with its best configuration (``OUT/tuned``); the
+report states the budget and each arm's choice.
+
 ``--report NAME`` trains nothing: it gathers the finished runs into
 ``benchmarks/measured/NAME.json`` (per-run metrics, and the mean paired
 difference ± standard error of teacher PSDS1, PSDS2 and intersection F1 of
@@ -264,9 +270,11 @@ def run_one(arm, seed, data, prep, out, overrides, threads, setup=None):
     return f"done in {minutes:.1f} min"
 
 
-def run_all(args, overrides, data, prep, out, setup=None):
-    """Run the queue, seed-major, ``args.jobs`` runs at a time."""
+def run_all(args, overrides, data, prep, out, setup=None, per_arm=None):
+    """Run the queue, seed-major, ``args.jobs`` runs at a time; ``per_arm``
+    adds an arm's own overrides (its tuned configuration)."""
     queue = [(arm, seed) for seed in args.seeds for arm in args.arms]
+    per_arm = per_arm or {}
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {
             pool.submit(
@@ -276,7 +284,7 @@ def run_all(args, overrides, data, prep, out, setup=None):
                 data,
                 prep,
                 out,
-                overrides,
+                overrides + per_arm.get(arm, []),
                 args.threads,
                 setup,
             ): (arm, seed)
@@ -581,6 +589,8 @@ def report(args, out, prep, name):
         "summary": summary,
         "runs": records,
     }
+    if args.tune_trials:
+        result["tuning"] = tuning_record(args, out.parent)
     measured = Path(args.measured)
     measured.mkdir(parents=True, exist_ok=True)
     path = measured / f"{name}.json"
@@ -919,6 +929,8 @@ def gated_report(args, setup, stage, name):
         "summary": summary,
         "runs": records,
     }
+    if getattr(args, "tune_trials", 0):
+        result["tuning"] = tuning_record(args, Path(args.out).resolve())
     measured = Path(args.measured)
     measured.mkdir(parents=True, exist_ok=True)
     path = measured / f"{name}.json"
@@ -929,6 +941,111 @@ def gated_report(args, setup, stage, name):
     print(f"\ngate ({gate['metric']}, n = {gate['n']}): {verdict}")
     print(f"written: {path} and {figure}", file=sys.stderr)
     return result
+
+
+# ----------------------------------------------------------------------
+# Equal tuning budgets (--tune-trials N)
+
+#: The seed of the tuning trials: none of the paired seeds.
+TUNE_SEED = 0
+
+
+def tuned_space(arm, flags, setup=None):
+    """The arm's search space: ``recipes/DESED/SED/search/<its YAML>``
+    without the keys that the arm, the protocol or the schedule set
+    (``setup``: the protocol's arms, default the old protocol's)."""
+    import yaml
+
+    hparams, extra, _ = (setup or OLD_SETUP)["arms"][arm]
+    space = yaml.safe_load((RECIPE / "search" / hparams).read_text())
+    given = {f[2:].split("=")[0] for f in [*extra, *flags]}
+    return {key: spec for key, spec in space.items() if key not in given}
+
+
+def tune_arms(args, overrides, data, prep, out, setup=None):
+    """Tune every arm with ``sed-tune``, ``args.tune_trials`` trials each on
+    the selection split (synth_val; the trials run no test stage); return
+    ``{arm: [--key=value of its best trial]}``."""
+    import yaml
+
+    best = {}
+    for arm in args.arms:
+        study = out / "tune" / arm
+        study.mkdir(parents=True, exist_ok=True)
+        cmd = run_command(arm, TUNE_SEED, data, prep, study, overrides, setup)
+        flags = [str(f) for f in cmd[3:] if "--output_folder=" not in str(f)]
+        space = tuned_space(arm, flags, setup)
+        (study / "space.yaml").write_text(yaml.safe_dump(space))
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "speechbrain_sed_condmix.search_cli",
+                str(cmd[2]),
+                "--space",
+                str(study / "space.yaml"),
+                "--study_folder",
+                str(study),
+                "--n_trials",
+                str(args.tune_trials),
+                "--workers",
+                str(args.jobs),
+                "--threads",
+                str(args.threads),
+                *flags,
+            ],
+            cwd=REPO,
+            env={**MALLOC_ENV, **os.environ},
+            check=True,
+        )
+        best[arm] = tuned_flags(study)
+        print(f"{arm}: tuned {' '.join(best[arm])}", flush=True)
+    return best
+
+
+def tuned_flags(study):
+    """``[--key=value]`` of a finished study's best trial, over the keys
+    it searched."""
+    import yaml
+
+    space = yaml.safe_load((study / "space.yaml").read_text())
+    chosen = yaml.safe_load((study / "best_overrides.yaml").read_text())
+    return [f"--{k}={chosen[k]}" for k in space]
+
+
+def with_tuned_arms(setup, per_arm, scale):
+    """The gated setup with each arm's tuned flags added to its own, so
+    that the record keys of tuned runs differ from the untuned ones."""
+    arms = {
+        a: (y, o + per_arm.get(a, []), c)
+        for a, (y, o, c) in setup["arms"].items()
+    }
+    tuned = {**setup, "arms": arms}
+    tuned["keys"] = record_keys(tuned, scale)
+    return tuned
+
+
+def tuning_record(args, out):
+    """The budget and each arm's tuned configuration, for the report."""
+    import yaml
+
+    arms = {}
+    for arm in args.arms:
+        study = out / "tune" / arm
+        best = study / "best_overrides.yaml"
+        space = yaml.safe_load((study / "space.yaml").read_text())
+        chosen = yaml.safe_load(best.read_text()) if best.is_file() else {}
+        arms[arm] = {
+            "searched": space,
+            "best": {k: chosen.get(k) for k in space},
+            "trials_csv": str(study / "trials.csv"),
+        }
+    return {
+        "trials_per_arm": args.tune_trials,
+        "split": "synth_val (the selection split); no trial is tested",
+        "seed": TUNE_SEED,
+        "arms": arms,
+    }
 
 
 def build_parser():
@@ -1004,6 +1121,15 @@ def build_parser():
         default=str(MEASURED),
         help="folder of --report's JSON (default: benchmarks/measured)",
     )
+    parser.add_argument(
+        "--tune-trials",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first tune every arm with N sed-tune trials on synth_val, "
+        "then run the paired seeds with each arm's best configuration "
+        "(in OUT/tuned)",
+    )
     return parser
 
 
@@ -1039,15 +1165,20 @@ def main(argv=None):
         unknown = sorted(set(args.arms) - set(ARMS))
         if unknown:
             parser.error(f"unknown arms {unknown}; choose from {list(ARMS)}")
+        runs = out / "tuned" if args.tune_trials else out
         if args.report is not None:
             if not args.report:
                 parser.error("--protocol old: --report needs a NAME")
-            report(args, out, out / "prep", args.report)
+            report(args, runs, out / "prep", args.report)
             return 0
         start = time.perf_counter()
         data, prep = prepare(out, args.scale)
         overrides = schedule(args.epochs, args.valid_every, args.rampup)
-        failed = run_all(args, overrides + extra, data, prep, out)
+        overrides += extra
+        per_arm = None
+        if args.tune_trials:
+            per_arm = tune_arms(args, overrides, data, prep, out)
+        failed = run_all(args, overrides, data, prep, runs, per_arm=per_arm)
         minutes = (time.perf_counter() - start) / 60
         print(f"ablation finished in {minutes:.1f} min, {failed} failed")
         return 1 if failed else 0
@@ -1076,6 +1207,11 @@ def main_gated(parser, args, extra, out):
             parser.error(f"no {prep}: pass --steps-per-epoch")
     args.extra = extra
     setup = gated_setup(args)
+    runs = out / "tuned" if args.tune_trials else out
+    if args.tune_trials and args.report is not None:
+        # The tuned configurations of the finished studies.
+        per_arm = {a: tuned_flags(out / "tune" / a) for a in args.arms}
+        setup = with_tuned_arms(setup, per_arm, args.scale)
     gate_json = Path(
         args.gate_json
         or Path(args.measured) / f"condmix_ablation_gate_{args.scale}.json"
@@ -1101,7 +1237,10 @@ def main_gated(parser, args, extra, out):
     if args.steps_per_epoch is None:
         args.steps_per_epoch = steps_per_epoch(prep, GATED_BATCH_SIZES)
     overrides = setup["schedule"]
-    failed = run_all(args, overrides, data, prep, out, setup)
+    if args.tune_trials:
+        per_arm = tune_arms(args, overrides, data, prep, out, setup)
+        setup = with_tuned_arms(setup, per_arm, args.scale)
+    failed = run_all(args, overrides, data, prep, runs, setup)
     minutes = (time.perf_counter() - start) / 60
     print(f"{args.stage} finished in {minutes:.1f} min, {failed} failed")
     return 1 if failed else 0

@@ -167,3 +167,19 @@ def test_ablation_runs_skips_finished_runs_and_reports(tmp_path):
     # tiny: min(24 // 2, 14 // 2, 24 // 4) = 6 steps per epoch
     assert all(r["steps"] == 6 for r in data["runs"])
     assert "c_condmix_contrastive" in table
+
+
+def test_tuned_spaces_leave_out_what_an_arm_or_the_protocol_sets():
+    """--tune-trials: an arm searches only the keys it does not fix (the
+    mixup threshold of a condmix arm is what the arm is)."""
+    script = load_script()
+    flags = [
+        *script.PROTOCOL,
+        *script.CONDMIX_PROTOCOL,
+        *script.schedule(60, 12, 14),
+    ]
+    condmix = script.tuned_space("b_condmix", flags)
+    assert set(condmix) == {"pseudo_label_weight", "const_max"}
+    assert condmix["const_max"] == {"kind": "logfloat", "range": [0.25, 16.0]}
+    assert set(script.tuned_space("a_mt", flags)) == {"const_max"}
+    assert "rampup_epochs" in script.tuned_space("a_mt", [])

@@ -199,3 +199,23 @@ def test_mix_statistics_of_the_arms(ablation):
     # crnn_mt mixes the labelled half only: 8 of 16 rows, in half the calls.
     assert mt["rows"] == 16 * 60 and mt["unmixed_group_rows"] == 8 * 60
     assert 0.15 < mt["mixed_share"] < 0.35
+
+
+def test_tuned_arms_get_their_own_record_keys(ablation, tmp_path):
+    """--tune-trials on the gated protocol: an arm's tuned flags join its
+    own overrides, so its records never mix with untuned runs; an arm
+    left untuned keeps its key, and the search space of a gated arm
+    leaves out what the arm and the protocol set."""
+    setup = ablation.gated_setup(_args(ablation, tmp_path))
+    tuned = ablation.with_tuned_arms(
+        setup, {"a_mt": ["--const_max=3.0"]}, "ssl"
+    )
+    assert tuned["arms"]["a_mt"][1] == setup["arms"]["a_mt"][1] + [
+        "--const_max=3.0"
+    ]
+    assert tuned["keys"]["a_mt"] != setup["keys"]["a_mt"]
+    assert tuned["keys"]["s_supervised"] == setup["keys"]["s_supervised"]
+    flags = setup["protocol"] + setup["condmix"] + setup["schedule"]
+    space = ablation.tuned_space("b_condmix", flags, setup)
+    assert "mixup_tau" not in space and "contrastive_weight" not in space
+    assert "pseudo_label_weight" in space

@@ -14,12 +14,20 @@ shares DESED's layout. Your own data (the generic TSV format, any classes):
 key names ``prepare_sed_dataset``. Multi-GPU:
 ``torchrun --nproc_per_node=N train.py ...``.
 
+Two flags of this script, not of SpeechBrain: ``--overrides_file=F`` adds
+the overrides of a YAML mapping (e.g. the ``best_overrides.yaml`` of
+``sed-tune``; a flag given on the command line wins), and ``--train_only``
+trains and selects a checkpoint but skips the test stage (what a
+``sed-tune`` trial runs: a search never looks at the reporting split).
+
 Authors
  * speechbrain-sed-condmix contributors 2026
 """
 
 import sys
 from pathlib import Path
+
+import yaml
 
 # Before torch allocates anything: huge pages for large CPU tensors and a
 # heap that keeps freed memory (faster CPU steps, the same numbers).
@@ -157,8 +165,53 @@ def dataio_prep(hparams, manifests):
     return ConcatDataset(train_parts), sampler, valid, test
 
 
+def recipe_arguments(argv):
+    """``(argv, train_only)``: ``--overrides_file`` expanded into flags.
+
+    The file's mapping becomes ``--key=value`` flags placed before the
+    command line's, and a key also given on the command line is left to it.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+    ...     _ = f.write("{mixup_tau: 0.6, batch_sizes: [2, 2, 4], lr: 0.1}")
+    ...     f.flush()
+    ...     recipe_arguments(["h.yaml", f"--overrides_file={f.name}",
+    ...                       "--lr=0.5", "--train_only"])
+    (['h.yaml', '--mixup_tau=0.6', '--batch_sizes=[2, 2, 4]', '--lr=0.5'], True)
+    """
+    train_only = "--train_only" in argv
+    argv = [arg for arg in argv if arg != "--train_only"]
+    files = [a for a in argv if a.startswith("--overrides_file=")]
+    argv = [a for a in argv if a not in files]
+    given = {a.split("=")[0][2:] for a in argv if a.startswith("--")}
+    from_files = []
+    for flag in files:
+        path = flag.split("=", 1)[1]
+        with open(path, encoding="utf-8") as fin:
+            mapping = yaml.safe_load(fin) or {}
+        if not isinstance(mapping, dict):
+            raise SystemExit(f"{path}: not a mapping of overrides")
+        from_files += [
+            f"--{key}={_flag_value(value)}"
+            for key, value in mapping.items()
+            if key not in given
+        ]
+    return argv[:1] + from_files + argv[1:], train_only
+
+
+def _flag_value(value):
+    """A YAML value as one command-line flag value (flow style)."""
+    if isinstance(value, str):
+        return value
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20)
+    return text.strip().removesuffix("...").strip()
+
+
 if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    argv, train_only = recipe_arguments(sys.argv[1:])
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
@@ -234,11 +287,12 @@ if __name__ == "__main__":
         },
         valid_loader_kwargs=eval_kwargs,
     )
-    brain.evaluate(
-        test_set,
-        max_key=hparams["selection_key"],
-        test_loader_kwargs=eval_kwargs,
-    )
+    if not train_only:
+        brain.evaluate(
+            test_set,
+            max_key=hparams["selection_key"],
+            test_loader_kwargs=eval_kwargs,
+        )
     # Leave the process group before exiting (gloo aborts otherwise).
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
