@@ -545,9 +545,10 @@ def write_report(args, stage1, stage2, gate, name):
     path = measured / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     cma.plot_curves(result["runs"], args.arms, measured / f"{name}.png")
-    cma.plot_curves(
-        result["stage1_runs"], [STAGE1], measured / f"{name}_stage1.png"
-    )
+    if result["stage1_runs"]:
+        cma.plot_curves(
+            result["stage1_runs"], [STAGE1], measured / f"{name}_stage1.png"
+        )
     print(cma.markdown(result["summary"], REFERENCES, NEIGHBOURS))
     print(f"written: {path} and its PNGs", file=sys.stderr)
     return result
@@ -646,8 +647,21 @@ def main(argv=None):
     if not ckpt.is_file():
         parser.error(f"--ckpt {ckpt}: no such file")
     out = Path(args.out).resolve()
-    # Stage 2 is refused before anything runs unless the gate passed.
-    gate = gate_status(args) if args.stage != "stage1" else None
+    if args.report is not None:
+        # A report trains nothing: it says where the gate stands.
+        try:
+            gate = gate_status(args)
+        except SystemExit as refusal:
+            gate = {
+                "overridden": False,
+                GATE_KEY: None,
+                "refusal": str(refusal),
+            }
+    elif args.stage != "stage1":
+        # Stage 2 is refused before anything runs unless the gate passed.
+        gate = gate_status(args)
+    else:
+        gate = None
     args.arch = checkpoint_architecture(ckpt)
     args.ckpt_sha = file_sha256(ckpt)
     prep = out / "prep"

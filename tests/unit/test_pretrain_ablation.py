@@ -175,7 +175,9 @@ def test_gate_refuses_unless_gate_passed_is_true(abl, tmp_path):
         abl.find_probe_json(measured)
 
 
-def test_main_refuses_stage2_before_running_anything(abl, tmp_path, ckpt):
+def test_main_refuses_stage2_before_running_anything(
+    abl, tmp_path, ckpt, monkeypatch
+):
     measured = tmp_path / "measured"
     _probe(measured, gate_passed=False)
     out = tmp_path / "out"
@@ -185,6 +187,17 @@ def test_main_refuses_stage2_before_running_anything(abl, tmp_path, ckpt):
     assert not out.exists()
     args = _args(abl, tmp_path, ckpt, "--ignore-gate")
     assert abl.gate_status(args) == {"overridden": True, "gate_passed": None}
+
+    # --stage stage1 needs no gate: it goes on to the data.
+    class Reached(Exception):
+        pass
+
+    def prepare(out, scale):
+        raise Reached
+
+    monkeypatch.setattr(abl.cma, "prepare", prepare)
+    with pytest.raises(Reached):
+        abl.main([*argv, "--stage", "stage1"])
 
 
 # ---------------------------------------------------------------------------
