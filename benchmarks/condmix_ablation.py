@@ -189,9 +189,12 @@ def prepare(out, scale, seed=0):
     return data, prep
 
 
-def steps_per_epoch(prep, batch_sizes):
-    """Optimiser steps per epoch: the shortest subset ends the epoch."""
-    subsets = ("synth_train", "weak_train", "unlabeled")
+def steps_per_epoch(
+    prep, batch_sizes, subsets=("synth_train", "weak_train", "unlabeled")
+):
+    """Optimiser steps per epoch: the shortest subset ends the epoch
+    (``subsets``: the recipe's ``train_subsets``, in ``batch_sizes``'
+    order)."""
     sizes = [len(json.loads((prep / f"{s}.json").read_text())) for s in subsets]
     return min(n // b for n, b in zip(sizes, batch_sizes))
 
