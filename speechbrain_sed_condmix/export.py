@@ -75,7 +75,9 @@ def export_detector(
     network (``student``, whose architecture the teacher shares) and the
     label grid (``encoder``), and one checkpoint for the weights. Writes:
 
-    * ``hyperparams.yaml``: ``encoder`` (classes written out),
+    * ``hyperparams.yaml``: ``encoder`` (classes written out; so is the
+      model's ``n_class`` where the recipe computes it from a class file,
+      so that the folder needs no file of the training run),
       ``frontend``, ``model``, ``modules``, a ``pretrainer`` that loads
       ``model.ckpt``, the windowing (``window_hop``, ``batch_size``,
       ``silence_peak``), ``postprocessing`` and ``export_info``;
@@ -160,9 +162,17 @@ def export_detector(
         encoder_node["classes"] = copy_node(
             load_classes(classes_file=class_list)
         )
-    encoder = load_yaml_text(
-        dump_yaml({"encoder": encoder_node}), hparams_path
-    )["encoder"]
+    try:
+        encoder = load_yaml_text(
+            dump_yaml({"encoder": encoder_node}), hparams_path
+        )["encoder"]
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{hparams_path}: key 'encoder.classes' reads {err.filename}, "
+            f"which does not exist, and the run's record {class_list} is "
+            "missing too: restore one of them (one class per line, in the "
+            "training order)"
+        ) from err
     # The checkpoint's record of its classes and front end must match.
     from speechbrain_sed_condmix.metadata import ModelMetadata
 

@@ -162,6 +162,86 @@ def copy_node(node):
     return copy.copy(node)
 
 
+#: What a training YAML may call to read its class list: the custom-data
+#: recipes read a ``classes.txt`` by its absolute path. A detector folder
+#: holds the list itself instead (:func:`plain_class_values`).
+CLASS_LIST_READERS = frozenset(
+    {"speechbrain_sed_condmix.dataio.custom.load_classes"}
+)
+
+
+def _tag_value(node):
+    tag = getattr(node, "tag", None)
+    return getattr(tag, "value", None) or ""
+
+
+def _is_plain_list(value):
+    """A sequence without a tag whose items are plain scalars."""
+    return (
+        isinstance(value, (list, tuple))
+        and not _tag_value(value)
+        and all(isinstance(v, (str, int, float)) for v in value)
+    )
+
+
+def plain_class_values(node, classes):
+    """A YAML node with its class list calls resolved to plain data.
+
+    A training YAML may compute its classes and their number
+    (``n_class: !apply:len [!apply:...load_classes {classes_file: ...}]``
+    in the custom-data recipes). A detector folder must not depend on
+    that file, so in a copy of ``node``:
+
+    * a call of a reader on :data:`CLASS_LIST_READERS` becomes
+      ``classes`` (the run's classes, which the checkpoint's record and
+      the strict weight load check);
+    * ``!apply:len`` of a plain list (what is left of it) becomes the
+      number of items.
+
+    Anything else is copied as it is (:func:`copy_node`).
+
+    Arguments
+    ---------
+    node : object
+        A ruamel node (mapping, sequence or scalar).
+    classes : sequence of str
+        The classes, in output order.
+
+    Returns
+    -------
+    object
+        The resolved copy; ``node`` is not changed.
+
+    Example
+    -------
+    >>> tree = yaml_parser().load(
+    ...     "n: !apply:len [!apply:speechbrain_sed_condmix.dataio.custom."
+    ...     "load_classes {classes_file: /data/classes.txt}]\\n"
+    ...     "names: !apply:speechbrain_sed_condmix.dataio.custom.load_classes"
+    ...     " {classes_file: /data/classes.txt}\\n")
+    >>> dict(plain_class_values(tree, ["bark", "chime"]))
+    {'n': 2, 'names': ['bark', 'chime']}
+    """
+    tag = _tag_value(node)
+    if tag.startswith("!apply:") and tag[7:] in CLASS_LIST_READERS:
+        return copy_node([str(c) for c in classes])
+    if isinstance(node, dict):
+        out = copy_node(node)
+        for key, value in node.items():
+            out[key] = plain_class_values(value, classes)
+        return out
+    if isinstance(node, (list, tuple)):
+        items = [plain_class_values(v, classes) for v in node]
+        if tag == "!apply:len" and len(items) == 1:
+            if _is_plain_list(items[0]):
+                return len(items[0])
+        out = copy_node(node)
+        for index, value in enumerate(items):
+            out[index] = value
+        return out
+    return copy_node(node)
+
+
 def tagged_map(tag, items):
     """A mapping written with a tag, e.g. ``!new:<class>``.
 
@@ -270,7 +350,9 @@ def detector_tree(
     Arguments
     ---------
     encoder_node, frontend_node, model_node : object
-        Tagged ruamel nodes of the label grid, front end and network.
+        Tagged ruamel nodes of the label grid (its ``classes`` a plain
+        list), front end and network. Class list reads and their
+        ``len`` are written as plain data (:func:`plain_class_values`).
     postprocessing : PostProcessing
         Stored post-processing.
     window_hop : float
@@ -291,11 +373,18 @@ def detector_tree(
     """
     from hyperpyyaml.core import RefTag
 
+    classes = encoder_node["classes"]
+    if not _is_plain_list(classes):
+        raise ValueError(
+            "encoder.classes of a detector folder must be a plain list of "
+            f"names, not {classes!r}"
+        )
+    # Self-contained: no value is computed from a file of the training run.
     return {
         "sample_rate": int(encoder_node["sample_rate"]),
-        "encoder": encoder_node,
-        "frontend": frontend_node,
-        "model": model_node,
+        "encoder": plain_class_values(encoder_node, classes),
+        "frontend": plain_class_values(frontend_node, classes),
+        "model": plain_class_values(model_node, classes),
         "modules": {
             "frontend": RefTag("<frontend>"),
             "model": RefTag("<model>"),

@@ -39,10 +39,12 @@ from dataclasses import dataclass
 
 #: What a model folder's YAML may build, by tag: the classes and functions
 #: that the folders of ``sed-export`` and ``sed-import`` name (label grid,
-#: front ends, networks, SpeechBrain's Pretrainer, ``len`` of the class
-#: list, and the class list reader of the custom-data recipes, which a
-#: ``model.n_class`` exported from them still calls). No torch target is
-#: written by either.
+#: front ends, networks, SpeechBrain's Pretrainer). No torch target is
+#: written by either. ``len`` and the class list reader of the custom-data
+#: recipes are for older folders only: ``sed-export`` once kept
+#: ``model.n_class: !apply:len [!apply:...load_classes {classes_file:
+#: ...}]`` from the training YAML (such a folder loads only where that
+#: file exists); it now writes the class list and its length as data.
 ALLOWED_TARGETS = {
     "!new:": frozenset(
         {

@@ -1,8 +1,12 @@
 """Model cards of detector folders and the sha256 check of model.ckpt."""
 
 import hashlib
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import yaml
 
@@ -12,9 +16,16 @@ from speechbrain_sed_condmix.model_folder import (
     ModelFileMismatchError,
     check_yaml_classes,
     sha256_of,
+    yaml_parser,
 )
 
 SMALL_CRNN = {"cnn_filters": [4, 8, 8, 8, 8, 8, 8], "rnn_hidden": 8}
+CUSTOM_CRNN = (
+    Path(__file__).resolve().parents[2]
+    / "recipes/Custom/SED/hparams/custom_crnn.yaml"
+)
+#: Not sorted: the output order is the file's.
+CUSTOM_CLASSES = ["whistle", "bark", "chime"]
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +93,89 @@ def test_written_yaml_uses_only_package_and_speechbrain_classes(
     check_yaml_classes((out / "hyperparams.yaml").read_text())
     with pytest.raises(ValueError, match=r"key 'b' \(line 2\): !new:os.Foo"):
         check_yaml_classes("a: 1\nb: !new:os.Foo\n")
+
+
+@pytest.mark.parametrize("run_record", [False, True])
+def test_custom_data_export_loads_without_the_classes_file(
+    tmp_path, make_experiment, run_record
+):
+    """The custom recipes read their classes from an absolute classes.txt;
+    the exported folder holds the list and the count, so it loads and
+    detects after that file is gone."""
+    from speechbrain_sed_condmix.postprocessing import PostProcessing
+
+    data = tmp_path / "data"
+    data.mkdir()
+    classes_file = data / "classes.txt"
+    classes_file.write_text("# mine\n" + "\n".join(CUSTOM_CLASSES) + "\n")
+    folder, hparams = make_experiment(
+        tmp_path / "exp", CUSTOM_CRNN, {**SMALL_CRNN, "data_folder": str(data)}
+    )
+    resolved = (folder / "hyperparams.yaml").read_text()
+    # What the bug kept: a call that reads this absolute path.
+    assert "load_classes" in resolved and str(classes_file) in resolved
+    assert hparams["encoder"].classes == CUSTOM_CLASSES
+    if run_record:
+        # train.py's own record; the data folder is gone before export.
+        shutil.copy(classes_file, folder / "classes.txt")
+        classes_file.unlink()
+    # Threshold 0: every class is detected, so the names are checked.
+    out = export_detector(
+        folder,
+        tmp_path / "m",
+        postprocessing=PostProcessing(CUSTOM_CLASSES, threshold=0.0),
+    )
+    if classes_file.exists():
+        classes_file.rename(tmp_path / "moved.txt")
+    (folder / "classes.txt").unlink(missing_ok=True)
+    text = (out / "hyperparams.yaml").read_text()
+    assert "load_classes" not in text and "classes.txt" not in text
+    written = yaml_parser().load(text)
+    assert written["model"]["n_class"] == len(CUSTOM_CLASSES)
+    assert list(written["encoder"]["classes"]) == CUSTOM_CLASSES
+
+    detector = SoundEventDetector.from_hparams(
+        source=str(out), savedir=tmp_path / "s"
+    )
+    assert detector.classes == CUSTOM_CLASSES
+    assert detector.mods.model.dense.out_features == len(CUSTOM_CLASSES)
+    rate = hparams["sample_rate"]
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 5 * rate)
+    sf.write(tmp_path / "clip.wav", noise, rate)
+    events = detector.detect_file(tmp_path / "clip.wav")
+    assert set(events["event_label"]) == set(CUSTOM_CLASSES)
+    # The exported weights are the teacher's, unchanged.
+    teacher = hparams["teacher"].model.state_dict()
+    for key, value in detector.mods.model.state_dict().items():
+        assert torch.equal(value, teacher[key]), key
+    # Neither the run's record nor the YAML's file: a clear stop.
+    with pytest.raises(FileNotFoundError, match="restore one of them"):
+        export_detector(folder, tmp_path / "m2")
+
+
+def test_folder_of_an_older_export_still_loads(experiment, tmp_path):
+    """Folders exported before the class list was written out call
+    load_classes on an absolute path: they load while that file exists."""
+    folder, hparams = experiment
+    out = export_detector(folder, tmp_path / "m")
+    classes = list(hparams["encoder"].classes)
+    classes_file = tmp_path / "classes.txt"
+    classes_file.write_text("\n".join(classes) + "\n")
+    text = (out / "hyperparams.yaml").read_text()
+    new = f"\n  n_class: {len(classes)}\n"
+    assert text.count(new) == 1
+    old = (
+        "\n  n_class: !apply:len\n"
+        "  - !apply:speechbrain_sed_condmix.dataio.custom.load_classes\n"
+        f"    classes_file: {classes_file}\n"
+    )
+    (out / "hyperparams.yaml").write_text(text.replace(new, old))
+    (out / "README.md").unlink()  # its config_sha256 was of the new text
+    detector = SoundEventDetector.from_hparams(
+        source=str(out), savedir=tmp_path / "a"
+    )
+    assert detector.classes == classes
+    assert detector.mods.model.dense.out_features == len(classes)
+    classes_file.unlink()
+    with pytest.raises(FileNotFoundError, match="classes.txt"):
+        SoundEventDetector.from_hparams(source=str(out), savedir=tmp_path / "b")
