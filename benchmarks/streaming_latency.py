@@ -120,10 +120,10 @@ def _signal(seconds):
 
 
 def measure(kind, folder, seconds):
+    from speechbrain_sed_condmix.causal_streaming import CausalEventStream
     from speechbrain_sed_condmix.importing import import_release
     from speechbrain_sed_condmix.inference import SoundEventDetector
     from speechbrain_sed_condmix.postprocessing import PostProcessing
-    from speechbrain_sed_condmix.causal_streaming import CausalEventStream
     from speechbrain_sed_condmix.streaming import EventStream
 
     if kind == "causal-crnn":

@@ -198,3 +198,45 @@ def test_windowed_options_are_refused_for_a_causal_model(detector):
         list(detector.stream([np.zeros(1600)], look_ahead=1.0))
     with pytest.raises(ValueError, match="at least 1 frame"):
         CausalEventStream(detector, median_filter=0)
+
+
+def test_sed_detect_streams_a_causal_model(tmp_path, make_experiment):
+    """``sed-detect --stream FILE``: one Dog event that every frame passes,
+    closed at the end of the file (its last frame, cut at 3 s)."""
+    import soundfile as sf
+
+    from speechbrain_sed_condmix.cli import detect_main
+    from speechbrain_sed_condmix.importing import DESED_CLASSES
+
+    experiment, _ = make_experiment(
+        tmp_path / "exp", "crnn_mt.yaml", SMALL_CAUSAL
+    )
+    threshold = dict.fromkeys(DESED_CLASSES, 2.0)
+    threshold["Dog"] = -1.0
+    post = PostProcessing(DESED_CLASSES, median_filter=7, threshold=threshold)
+    model = export_detector(experiment, tmp_path / "model", postprocessing=post)
+    sf.write(tmp_path / "clip.wav", _signal(3.0, seed=6), RATE)
+    out = tmp_path / "events.tsv"
+    code = detect_main(
+        [
+            "--stream",
+            str(tmp_path / "clip.wav"),
+            "--model",
+            str(model),
+            "--median-filter",
+            "3",
+            "--chunk",
+            "0.05",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    import pandas as pd
+
+    table = pd.read_csv(out, sep="\t")
+    assert table[["onset", "offset", "event_label", "emitted_at"]].to_dict(
+        "records"
+    ) == [
+        {"onset": 0.0, "offset": 3.0, "event_label": "Dog", "emitted_at": 3.0}
+    ]
