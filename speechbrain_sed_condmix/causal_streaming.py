@@ -223,7 +223,9 @@ class CausalEventStream(EventStream):
 
     def _add_rows(self, mel):
         device = self.detector.device
-        with torch.no_grad():
+        # inference_mode: less bookkeeping per operation than no_grad, which
+        # counts for the few frames of a chunk (about 17 % of a stream).
+        with torch.inference_mode():
             strong = self._net.push(mel.to(device))
         rows = strong[0].float().transpose(0, 1).cpu().numpy()
         first = self._row0 + len(self._rows)
