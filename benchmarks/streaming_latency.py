@@ -36,6 +36,8 @@ from _common import environment
 RATE, CHUNK = 16000, 0.1
 #: (hop, look-ahead) in seconds; None: the default, (window - hop) / 2.
 SETTINGS = [(1.0, None), (0.5, 1.0), (2.0, 2.0)]
+#: Causal CRNN: median filter frames (7: the recipes'), carried state.
+CAUSAL_SETTINGS = [7, 3, 1]
 
 
 def _checkpoint(kind, folder):
@@ -71,6 +73,45 @@ def _checkpoint(kind, folder):
     return path
 
 
+def _causal_folder(folder):
+    """A detector folder of a causal CRNN (``crnn_mt.yaml --causal=True``,
+    the recipe's full size), random weights as in :func:`_checkpoint`."""
+    from hyperpyyaml import load_hyperpyyaml, resolve_references
+
+    from speechbrain_sed_condmix.export import export_detector
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "recipes/DESED/SED/hparams/crnn_mt.yaml").read_text()
+    exp = Path(folder) / "causal_experiment"
+    exp.mkdir()
+    overrides = {
+        "data_folder": str(exp / "data"),
+        "output_folder": str(exp),
+        "prep_folder": str(exp / "prep"),
+        "causal": True,
+    }
+    resolved = resolve_references(text, overrides).getvalue()
+    (exp / "hyperparams.yaml").write_text(resolved)
+    hparams = load_hyperpyyaml(resolved)
+    torch.manual_seed(0)
+    state = {}
+    for key, value in hparams["student"].state_dict().items():
+        if value.is_floating_point():
+            value = 0.2 * torch.randn(value.shape)
+            if key.endswith("running_var"):
+                value = value.abs() + 0.5
+        state[key] = value
+    hparams["student"].load_state_dict(state)
+    teacher = hparams["teacher"]
+    teacher.model.load_state_dict(state)
+    ckpt = exp / "save" / "CKPT+random"
+    ckpt.mkdir(parents=True)
+    torch.save(hparams["student"].state_dict(), ckpt / "student.ckpt")
+    torch.save(teacher.state_dict(), ckpt / "teacher.ckpt")
+    (ckpt / "CKPT.yaml").write_text("end-of-epoch: true\nunixtime: 0\n")
+    return export_detector(exp, Path(folder) / "causal-crnn")
+
+
 def _signal(seconds):
     rng = np.random.default_rng(0)
     n = int(seconds * RATE)
@@ -79,12 +120,18 @@ def _signal(seconds):
 
 
 def measure(kind, folder, seconds):
+    from speechbrain_sed_condmix.causal_streaming import CausalEventStream
     from speechbrain_sed_condmix.importing import import_release
     from speechbrain_sed_condmix.inference import SoundEventDetector
     from speechbrain_sed_condmix.postprocessing import PostProcessing
     from speechbrain_sed_condmix.streaming import EventStream
 
-    out = import_release(kind, _checkpoint(kind, folder), Path(folder) / kind)
+    if kind == "causal-crnn":
+        out = _causal_folder(folder)
+    else:
+        out = import_release(
+            kind, _checkpoint(kind, folder), Path(folder) / kind
+        )
     det = SoundEventDetector.from_hparams(
         source=str(out), savedir=Path(folder) / f"{kind}_sd"
     )
@@ -98,8 +145,17 @@ def measure(kind, folder, seconds):
     size = int(CHUNK * RATE)
     window = det.window_samples / RATE
     results = []
-    for hop, look_ahead in SETTINGS:
-        stream = EventStream(det, hop=hop, look_ahead=look_ahead)
+    settings = CAUSAL_SETTINGS if det.causal else SETTINGS
+    for setting in settings:
+        if det.causal:
+            # No start-up window: every event counts.
+            window = 0.0
+            stream = CausalEventStream(det, median_filter=setting)
+            row = {"median_filter_frames": setting}
+        else:
+            hop, look_ahead = setting
+            stream = EventStream(det, hop=hop, look_ahead=look_ahead)
+            row = {"hop_s": hop}
         after_onset, after_offset, busy = [], [], 0.0
         for first in range(0, len(wav) + 1, size):
             start = time.perf_counter()
@@ -114,7 +170,7 @@ def measure(kind, folder, seconds):
                     after_offset.append(emitted - event.offset)
         results.append(
             {
-                "hop_s": hop,
+                **row,
                 "look_ahead_s": round(stream.look_ahead, 3),
                 "latency_bound_after_offset_s": round(stream.latency(), 3),
                 "events": len(after_onset),
@@ -129,7 +185,7 @@ def measure(kind, folder, seconds):
                 "rtf": round(busy / seconds, 4),
             }
         )
-    return {"model": kind, "results": results}
+    return {"model": kind, "causal": det.causal, "results": results}
 
 
 def _stat(function, values):
@@ -145,8 +201,8 @@ def main(argv=None):
     parser.add_argument(
         "--models",
         nargs="+",
-        choices=["desed-crnn", "atst-sed"],
-        default=["desed-crnn", "atst-sed"],
+        choices=["causal-crnn", "desed-crnn", "atst-sed"],
+        default=["causal-crnn", "desed-crnn", "atst-sed"],
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -161,7 +217,9 @@ def main(argv=None):
                     "audio_s": args.seconds,
                     "chunk_s": CHUNK,
                     "models": "random weights in the released layouts; "
-                    "atst-sed: ATST-Frame 128 wide, 2 blocks, 2 heads",
+                    "atst-sed: ATST-Frame 128 wide, 2 blocks, 2 heads; "
+                    "causal-crnn: crnn_mt.yaml --causal=True (full "
+                    "size), streamed with carried state",
                     "mode": "as fast as possible, one process",
                 },
                 "models": models,

@@ -283,6 +283,9 @@ class SoundEventDetector(Pretrained):
         self.batch_size = int(
             batch_size or getattr(self.hparams, "batch_size", 8)
         )
+        # A causal model (lobes.causal) scores whole recordings in one pass
+        # and streams with its state (causal_streaming), without windows.
+        self.causal = bool(getattr(self.mods.model, "causal", False))
         self.silence_peak = float(
             getattr(self.hparams, "silence_peak", DEFAULT_SILENCE_PEAK)
         )
@@ -352,13 +355,23 @@ class SoundEventDetector(Pretrained):
         )
         return super().from_hparams(str(source), *args, **kwargs)
 
-    def stream(self, chunks, hop=1.0, look_ahead=None, sample_rate=None):
+    def stream(
+        self,
+        chunks,
+        hop=1.0,
+        look_ahead=None,
+        sample_rate=None,
+        median_filter=None,
+    ):
         """Detect events in audio that arrives in chunks (a generator).
 
         The model runs on whole windows of its clip length every ``hop``
         seconds; each event is yielded once final. See
         :mod:`speechbrain_sed_condmix.streaming` for the latency and the
-        trade-offs of ``hop`` and ``look_ahead``.
+        trade-offs of ``hop`` and ``look_ahead``. A causal model
+        (``causal: True``) streams with its carried state instead, frame
+        by frame, without windows (``hop`` and ``look_ahead`` do not
+        apply): see :mod:`speechbrain_sed_condmix.causal_streaming`.
 
         Arguments
         ---------
@@ -372,6 +385,9 @@ class SoundEventDetector(Pretrained):
             (default: ``(window - hop) / 2``, centred windows).
         sample_rate : int, optional
             Rate of the chunks (must be the model's).
+        median_filter : int, optional
+            Causal models only: median filter frames for every class
+            instead of the model's (fewer answer sooner).
 
         Yields
         ------
@@ -380,6 +396,28 @@ class SoundEventDetector(Pretrained):
             from the start of the stream.
         """
         from speechbrain_sed_condmix.streaming import stream_events
+
+        if self.causal:
+            from speechbrain_sed_condmix.causal_streaming import (
+                CausalEventStream,
+            )
+
+            if look_ahead is not None:
+                raise ValueError(
+                    "look_ahead does not apply to a causal model: its "
+                    "frames need no window (the look-ahead is the front "
+                    "end's, see causal_streaming)"
+                )
+            stream = CausalEventStream(self, sample_rate, median_filter)
+            for chunk in chunks:
+                yield from stream.push(chunk)
+            yield from stream.finish()
+            return
+        if median_filter is not None:
+            raise ValueError(
+                "median_filter applies to the streams of causal models; "
+                "set this model's post-processing instead"
+            )
 
         yield from stream_events(
             self,
@@ -501,6 +539,19 @@ class SoundEventDetector(Pretrained):
             sed_scores_eval DataFrames, one per waveform, spanning its
             length (up to the last frame boundary before it).
         """
+        if self.causal:
+            from speechbrain_sed_condmix.causal_streaming import (
+                causal_frame_scores,
+            )
+
+            return [
+                _scores_frame(
+                    *causal_frame_scores(self, wav),
+                    self.classes,
+                    self.sample_rate,
+                )
+                for wav in waveforms
+            ]
         plans, jobs = [], []
         for index, wav in enumerate(waveforms):
             starts = window_starts(

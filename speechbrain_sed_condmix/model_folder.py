@@ -393,6 +393,8 @@ def detector_tree(
             "!new:speechbrain.utils.parameter_transfer.Pretrainer",
             {"loadables": {"model": RefTag("<model>")}},
         ),
+        # Causal models (lobes.causal) stream with carried state.
+        "causal": bool(model_node.get("causal", False)),
         "window_hop": float(window_hop),
         "batch_size": int(batch_size),
         "silence_peak": float(silence_peak),
@@ -492,6 +494,24 @@ def _describe_module(module):
         settings = ", ".join(f"{k}={v}" for k, v in values.items())
         lines.append(f"- `{path or 'frontend'}`: {cls}({settings})")
     return lines
+
+
+def _causal_lines(hparams):
+    """The card's lines on causality (streaming with carried state)."""
+    if not getattr(hparams["model"], "causal", False):
+        return [
+            "- causal: no (needs future context: `sed-detect --stream` "
+            "runs windows of the clip length)"
+        ]
+    spec = hparams["frontend"].melspec.spectrogram
+    rate = hparams["encoder"].sample_rate
+    ahead = (spec.n_fft // 2 - spec.hop_length) / rate
+    return [
+        "- causal: yes (causal convolutions, a unidirectional GRU, fixed "
+        "mel scaling): `sed-detect --stream` carries the model's state, "
+        f"frame by frame; a frame reads {ahead * 1000:g} ms of audio "
+        "after its end (the centred STFT)"
+    ]
 
 
 def _postprocessing_lines(params):
@@ -594,6 +614,7 @@ def model_card_text(
         f"- output frames: {frame * 1000:g} ms ({encoder.n_frames} per window)",
         *_describe_module(hparams["frontend"]),
         f"- network: {type(hparams['model']).__name__}",
+        *_causal_lines(hparams),
         "",
         "## Post-processing",
         "",

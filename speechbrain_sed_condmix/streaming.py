@@ -292,13 +292,9 @@ class EventStream:
         bounds = self._bounds[lo - self._row0 : hi - self._row0 + 1]
         if len(bounds) < hi - lo + 1:  # the end of the last row
             bounds = [*bounds, self._settled]
-        times = np.round(np.asarray(bounds) / self.rate, TIME_DECIMALS)
         values = np.stack(self._rows[lo - self._row0 : hi - self._row0])
-        frame = pd.DataFrame({"onset": times[:-1], "offset": times[1:]})
-        for index, name in enumerate(self.classes):
-            frame[name] = values[:, index].astype(np.float64)
-        filtered = median_filter(frame, self.lengths)[self.classes]
-        filtered = filtered.to_numpy()[self._decided - lo : decided - lo]
+        filtered = self._median_filtered(bounds, values)
+        filtered = filtered[self._decided - lo : decided - lo]
         events = []
         emitted_at = round(self._received / self.rate, TIME_DECIMALS)
         for offset, row in enumerate(filtered):
@@ -319,6 +315,14 @@ class EventStream:
         events.sort(key=lambda e: (e.onset, e.offset, e.event_label))
         self._drop_old_rows()
         return events
+
+    def _median_filtered(self, bounds, values):
+        """The class-wise median filter of rows ``values`` [rows, classes]."""
+        times = np.round(np.asarray(bounds) / self.rate, TIME_DECIMALS)
+        frame = pd.DataFrame({"onset": times[:-1], "offset": times[1:]})
+        for index, name in enumerate(self.classes):
+            frame[name] = values[:, index].astype(np.float64)
+        return median_filter(frame, self.lengths)[self.classes].to_numpy()
 
     def _close_all(self, received):
         """Close the events still open at the end of the stream."""

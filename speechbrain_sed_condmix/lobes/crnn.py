@@ -26,7 +26,10 @@ from speechbrain_sed_condmix.lobes.dropout import (
     dropout_avg_pool,
 )
 from speechbrain_sed_condmix.lobes.gates import GLU, ContextGating
-from speechbrain_sed_condmix.lobes.rnn import BidirectionalGRU
+from speechbrain_sed_condmix.lobes.rnn import (
+    BidirectionalGRU,
+    UnidirectionalGRU,
+)
 from speechbrain_sed_condmix.safe_load import load_checkpoint
 
 
@@ -333,6 +336,12 @@ class CRNN(nn.Module):
     fast_dropout : bool
         Dropout masks from random bits, fused with the CNN pooling (see
         :class:`CNN`); False: :class:`torch.nn.Dropout` as in the reference.
+    causal : bool
+        True: the causal CRNN of :mod:`speechbrain_sed_condmix.lobes.causal`
+        (past-only convolution padding, a unidirectional GRU of
+        ``2 * rnn_hidden`` cells); an output frame then reads no later mel
+        frame than its own 4. Its front end needs fixed scaling
+        (``CNNMelFrontEnd(scaling="fixed")``) to be causal as a whole.
 
     Example
     -------
@@ -360,8 +369,10 @@ class CRNN(nn.Module):
         activation="glu",
         n_freq=128,
         fast_dropout=True,
+        causal=False,
     ):
         super().__init__()
+        self.causal = bool(causal)
         self.n_class = n_class
         self.attention = attention
         self.n_freq = n_freq
@@ -377,15 +388,21 @@ class CRNN(nn.Module):
             activation=activation,
             fast_dropout=fast_dropout,
         )
+        if self.causal:
+            from speechbrain_sed_condmix.lobes.causal import make_cnn_causal
+
+            make_cnn_causal(self.cnn)
         # The GRU sees channels x remaining frequency bins per frame (the
         # reference pools frequency down to 1, so this is n_filters[-1]).
         # The time size does not matter here; any value > pooling works.
         _, f_out = self.cnn.output_size(1 << 12, n_freq)
         if f_out < 1:
             raise ValueError(f"The CNN pools n_freq={n_freq} down to 0 bins")
-        self.rnn = BidirectionalGRU(
+        rnn_class = UnidirectionalGRU if self.causal else BidirectionalGRU
+        self.rnn = rnn_class(
             self.cnn.out_channels * f_out,
-            rnn_hidden,
+            # The causal GRU keeps the BiGRU's output width.
+            self.embedding_dim if self.causal else rnn_hidden,
             num_layers=rnn_layers,
             dropout=dropout_recurrent,
         )

@@ -97,6 +97,11 @@ class CNNMelFrontEnd(nn.Module):
         Floor applied to the magnitude before the log.
     db_clamp : tuple of float
         (min, max) clamp of the dB values.
+    scaling : str
+        ``"clip"``: min-max scaling per clip, as the reference (each
+        frame depends on the whole clip). ``"fixed"``: the clamp range
+        ``db_clamp`` maps to [-1, 1], so that each frame depends on its
+        own STFT frame only, as a causal model streaming live audio needs.
 
     Example
     -------
@@ -123,8 +128,14 @@ class CNNMelFrontEnd(nn.Module):
         f_max=8000.0,
         amin=1e-5,
         db_clamp=(-50.0, 80.0),
+        scaling="clip",
     ):
         super().__init__()
+        if scaling not in ("clip", "fixed"):
+            raise ValueError(
+                f"scaling must be 'clip' or 'fixed', got {scaling!r}"
+            )
+        self.scaling = scaling
         self.amin = float(amin)
         self.db_min, self.db_max = (float(v) for v in db_clamp)
         self.hop_length = hop_length
@@ -187,7 +198,10 @@ class CNNMelFrontEnd(nn.Module):
         return self.melspec.mel_scale(complex_magnitude(stft))
 
     def normalize(self, mel):
-        """Log compression, clamp and per-clip min-max scaling to [-1, 1].
+        """Log compression, clamp and min-max scaling to [-1, 1].
+
+        With ``scaling="fixed"`` the min and max are those of ``db_clamp``
+        instead of the clip's, e.g. -50 dB -> -1 and 80 dB -> 1.
 
         Arguments
         ---------
@@ -205,10 +219,16 @@ class CNNMelFrontEnd(nn.Module):
         >>> fe = CNNMelFrontEnd()
         >>> fe.normalize(torch.tensor([[[1e-6, 1.0, 10.0]]]))
         tensor([[[-1.0000,  0.4286,  1.0000]]])
+        >>> fixed = CNNMelFrontEnd(scaling="fixed")
+        >>> fixed.normalize(torch.tensor([[[1e-6, 1.0, 1e4]]]))
+        tensor([[[-1.0000, -0.2308,  1.0000]]])
         """
         with torch.autocast(device_type=mel.device.type, enabled=False):
             x = 20.0 * torch.log10(torch.clamp(mel.float(), min=self.amin))
             x = torch.clamp(x, min=self.db_min, max=self.db_max)
+            if self.scaling == "fixed":
+                span = self.db_max - self.db_min
+                return (x - self.db_min) / span * 2.0 - 1.0
             x_min = x.amin(dim=(1, 2), keepdim=True)
             x_max = x.amax(dim=(1, 2), keepdim=True)
             return (x - x_min) / (x_max - x_min + 1e-8) * 2.0 - 1.0

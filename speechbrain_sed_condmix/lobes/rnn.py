@@ -193,3 +193,38 @@ class BidirectionalGRU(nn.Module):
         return run_with_threads(
             self._run, self.cpu_threads, x, self.rnn.parameters()
         )
+
+
+class UnidirectionalGRU(BidirectionalGRU):
+    """A batch-first GRU in the forward direction only (causal).
+
+    Same arguments and thread handling as :class:`BidirectionalGRU`; the
+    output has ``hidden_size`` features per frame, each computed from the
+    current and past frames only.
+
+    Example
+    -------
+    >>> rnn = UnidirectionalGRU(8, 4)
+    >>> x = torch.randn(2, 5, 8)
+    >>> y = rnn(x)
+    >>> y.shape
+    torch.Size([2, 5, 4])
+    >>> x[:, 3:] = 0.0  # the future changes, the past outputs do not
+    >>> torch.equal(rnn(x)[:, :3], y[:, :3])
+    True
+    """
+
+    def __init__(
+        self, input_size, hidden_size, num_layers=2, dropout=0.0, cpu_threads=1
+    ):
+        super().__init__(
+            input_size, hidden_size, num_layers, dropout, cpu_threads
+        )
+        self.rnn = nn.GRU(
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+            bidirectional=False,
+            batch_first=True,
+        )

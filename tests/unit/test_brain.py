@@ -97,13 +97,18 @@ def brain_hparams(encoder, **extra):
 
 
 def make_brain(
-    tmp_path=None, const_max=2.0, rampup_epochs=2, extra_modules=None, **extra
+    tmp_path=None,
+    const_max=2.0,
+    rampup_epochs=2,
+    extra_modules=None,
+    causal=False,
+    **extra,
 ):
     """A tiny CRNN SEDBrain; ``extra`` hparams and modules are added."""
     torch.manual_seed(0)
-    student = CRNN(n_filters=[4, 4, 4, 4, 4, 4, 4], rnn_hidden=8)
+    student = CRNN(n_filters=[4, 4, 4, 4, 4, 4, 4], rnn_hidden=8, causal=causal)
     modules = {
-        "frontend": CNNMelFrontEnd(),
+        "frontend": CNNMelFrontEnd(scaling="fixed" if causal else "clip"),
         "student": student,
         "teacher": EMATeacher(student),
         **(extra_modules or {}),

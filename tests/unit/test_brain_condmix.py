@@ -15,9 +15,12 @@ KINDS = ["strong"] * 4 + ["weak"] * 4 + ["unlabeled"] * 4
 TERMS = ("pseudo_label", "contrastive")
 
 
-def make_brain(tau=0.75, prob=1.0, pl=2.0, cl=0.5, teacher_input="clean"):
+def make_brain(
+    tau=0.75, prob=1.0, pl=2.0, cl=0.5, teacher_input="clean", causal=False
+):
     return base_brain(
         rampup_epochs=0,
+        causal=causal,
         extra_modules={"contrastive": EmbeddingContrastiveLoss(16, 32, 8)},
         mixup=ConditionalMixup(alpha=0.2, tau=tau, prob=prob),
         mix_subsets=["strong", "weak", "unlabeled"],
@@ -172,3 +175,21 @@ def test_teacher_targets_need_a_clean_teacher_input_at_start_up(weights, term):
         make_brain(teacher_input="mixed", **weights)
     # Without those terms, a teacher that sees the mixed input is fine.
     make_brain(teacher_input="mixed", pl=0.0, cl=0.0)
+
+
+def test_every_term_trains_the_causal_crnn():
+    """causal: True changes the network, not the method: mixup, Mean
+    Teacher, pseudo-labels and the contrastive tap all reach the student."""
+    brain = make_brain(causal=True)
+    assert brain.modules.student.causal
+    loss, t, predictions = run_step(brain)
+    assert set(t) >= {"strong", "weak", "consistency", *TERMS}
+    assert all(math.isfinite(v) for v in t.values())
+    assert t["strong"] > 0 and t["pseudo_label"] > 0 and t["contrastive"] > 0
+    brain.steps_per_epoch = 1
+    brain.init_optimizers()
+    gru = brain.modules.student.rnn.rnn
+    assert not gru.bidirectional
+    before = gru.weight_hh_l0.clone()
+    brain.fit_batch(make_batch(KINDS))
+    assert not torch.equal(before, gru.weight_hh_l0)
