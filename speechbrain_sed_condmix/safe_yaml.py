@@ -58,8 +58,14 @@ ALLOWED_TARGETS = {
             "speechbrain.utils.parameter_transfer.Pretrainer",
         }
     ),
+    # ``mel_scaling`` maps the ``causal`` flag to the front end's scaling
+    # name, a pure function of a bool; the CRNN recipes write it.
     "!apply:": frozenset(
-        {"len", "speechbrain_sed_condmix.dataio.custom.load_classes"}
+        {
+            "len",
+            "speechbrain_sed_condmix.dataio.custom.load_classes",
+            "speechbrain_sed_condmix.lobes.causal.mel_scaling",
+        }
     ),
     "!name:": frozenset(),
     "!module:": frozenset(),
