@@ -857,9 +857,13 @@ def report(records, name, key, settings, folder=MEASURED):
         ),
         "key": key,
         "settings": settings,
+        # The verdict that benchmarks/pretrain_ablation.py reads before it
+        # runs any stage-2 arm.
+        "gate_passed": bool(summary["gate"]["passes"]),
         **summary,
         "runs": records,
     }
+    folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
     plot_loss_curves(records, folder / f"{name}_loss.png")
     plot_paired(summary, folder / f"{name}.png")

@@ -262,3 +262,32 @@ def test_loss_curve_reads_speechbrains_train_log(probe, tmp_path):
     # FileTrainLogger keeps 2 decimals (3 significant digits).
     assert [c["loss"] for c in curve] == [1.29, 0.675]
     assert curve[0]["lr"] == pytest.approx(9.2e-4)
+
+
+@pytest.mark.parametrize("passes", [True, False])
+def test_the_report_carries_the_verdict_the_ablation_reads(
+    probe, tmp_path, passes
+):
+    """The probe's report JSON holds the top-level ``gate_passed`` that
+    benchmarks/pretrain_ablation.py checks before any stage-2 arm."""
+    spec = importlib.util.spec_from_file_location(
+        "pretrain_ablation", SCRIPT.parent / "pretrain_ablation.py"
+    )
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    pretrained = [0.6, 0.62, 0.58] if passes else [0.6, 0.8, 0.4]
+    records = [_record(s + 1, p, 0.5) for s, p in enumerate(pretrained)]
+    for r in records:
+        r["pretraining"] = {
+            "loss_curve": [{"epoch": 1, "steps": 12, "loss": 1.0}]
+        }
+    probe.report(records, "pretrain_probe_test", "k", {}, folder=tmp_path)
+    data = json.loads((tmp_path / "pretrain_probe_test.json").read_text())
+    assert data["gate_passed"] is passes
+    assert data["gate_passed"] == data["gate"]["passes"]
+    path = tmp_path / "pretrain_probe_test.json"
+    if passes:
+        assert ablation.check_probe_gate(path)["gate_passed"] is True
+    else:
+        with pytest.raises(SystemExit, match="gate_passed: false"):
+            ablation.check_probe_gate(path)
