@@ -133,11 +133,13 @@ def run_recipe(row, data, work, flags=None):
 def tiny_crnn_experiment(mini_desed_tiny, tmp_path_factory):
     """crnn_mt trained for one epoch on tiny mini-DESED by the recipe.
 
-    Uses the tiny flags of the crnn_mt row of tests/recipes/DESED.csv.
-    Returns ``(output folder, prep folder)``.
+    Uses the tiny flags of the crnn_mt row of tests/recipes/DESED.csv,
+    with the TensorBoard dashboard (tests/integration/test_dashboard.py
+    reads it back). Returns ``(output folder, prep folder)``.
     """
     row = next(
         r for r in recipe_rows() if r["Hparam_file"].endswith("/crnn_mt.yaml")
     )
     work = tmp_path_factory.mktemp("crnn_mt_tiny")
-    return run_recipe(row, mini_desed_tiny, work)
+    flags = row["test_debug_flags"] + " --dashboard=tensorboard"
+    return run_recipe(row, mini_desed_tiny, work, flags=flags)
