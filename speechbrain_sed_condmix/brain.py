@@ -40,7 +40,11 @@ from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_sed_condmix.augment.mixup import MixInfo, subset_groups
-from speechbrain_sed_condmix.dashboard import log_epoch, log_figures
+from speechbrain_sed_condmix.dashboard import (
+    log_epoch,
+    log_figures,
+    term_weights,
+)
 from speechbrain_sed_condmix.dataio.sampler import MultiSourceBatchSampler
 from speechbrain_sed_condmix.distributed import (
     audit_training_shards,
@@ -425,9 +429,10 @@ class SEDBrain(GracefulPreemption, sb.Brain):
         n = max(self.loss_terms.pop("_n", 1), 1)
         stats.update({k: v / n for k, v in self.loss_terms.items()})
         if stage == sb.Stage.TRAIN:
-            # Each term's weight x ramp-up at the epoch's last step.
-            for name, weight in self.hparams.objective.last_weights.items():
-                stats[f"weight_{name}"] = float(weight)
+            step = max(self.optimizer_step - 1, 0)  # the epoch's last step
+            stats.update(
+                term_weights(self.hparams.objective, step, self.steps_per_epoch)
+            )
             self.train_stats = stats
             return
         h = self.hparams

@@ -109,6 +109,41 @@ def epoch_meta(epoch, optimizer, teacher, step):
     return meta
 
 
+def term_weights(objective, step, steps_per_epoch):
+    """``weight_<term>``: each term's weight x ramp-up at ``step``.
+
+    Computed from the step, not kept from the last batch, so that a run
+    resumed at an epoch's end logs what the uninterrupted run logs.
+
+    Arguments
+    ---------
+    objective : SEDObjective
+        Its ``terms``.
+    step : int
+        The optimiser step whose weights to give.
+    steps_per_epoch : int
+        For the epoch-based ramps.
+
+    Returns
+    -------
+    dict
+        ``{"weight_<term>": float}``.
+
+    Example
+    -------
+    >>> from speechbrain_sed_condmix.objectives import (
+    ...     EpochRampUp, MeanTeacherConsistency, SEDObjective)
+    >>> objective = SEDObjective({"consistency": MeanTeacherConsistency(
+    ...     weight=2.0, rampup=EpochRampUp(10))})
+    >>> term_weights(objective, 0, 100), term_weights(objective, 5000, 100)
+    ({'weight_consistency': ...}, {'weight_consistency': 2.0})
+    """
+    return {
+        f"weight_{name}": float(term.effective_weight(step, steps_per_epoch))
+        for name, term in objective.terms.items()
+    }
+
+
 def log_epoch(brain, epoch, valid_stats=None):
     """Log an epoch: ``epoch_meta``, the training and validation stats.
 
