@@ -160,13 +160,14 @@ def log_epoch(brain, epoch, valid_stats=None):
     valid_stats : dict, optional
         The validation statistics (None: the epoch was not validated).
     """
+    train_stats = getattr(brain, "train_stats", None)
+    if train_stats is None and valid_stats is None:
+        return  # nothing to log (no training stage ran in this process)
     meta = epoch_meta(
         epoch, brain.optimizer, brain.modules.teacher, brain.optimizer_step
     )
     brain.hparams.train_logger.log_stats(
-        stats_meta=meta,
-        train_stats=getattr(brain, "train_stats", None),
-        valid_stats=valid_stats,
+        stats_meta=meta, train_stats=train_stats, valid_stats=valid_stats
     )
 
 
