@@ -33,6 +33,9 @@ setup(
     install_requires=read_requirements(),
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.12"],
+        # Training dashboards (the recipes' `dashboard` key).
+        "tensorboard": ["tensorboard>=2.14"],
+        "wandb": ["wandb>=0.16"],
     },
     entry_points={
         "console_scripts": [

@@ -40,6 +40,11 @@ from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_sed_condmix.augment.mixup import MixInfo, subset_groups
+from speechbrain_sed_condmix.dashboard import (
+    log_epoch,
+    log_figures,
+    term_weights,
+)
 from speechbrain_sed_condmix.dataio.sampler import MultiSourceBatchSampler
 from speechbrain_sed_condmix.distributed import (
     audit_training_shards,
@@ -402,6 +407,7 @@ class SEDBrain(GracefulPreemption, sb.Brain):
                     max_keys=[self.hparams.selection_key],
                     num_to_keep=1,
                 )
+            log_epoch(self, epoch)  # every epoch's training statistics
             return
         super()._fit_valid(valid_set, epoch, enable)
 
@@ -423,6 +429,10 @@ class SEDBrain(GracefulPreemption, sb.Brain):
         n = max(self.loss_terms.pop("_n", 1), 1)
         stats.update({k: v / n for k, v in self.loss_terms.items()})
         if stage == sb.Stage.TRAIN:
+            step = max(self.optimizer_step - 1, 0)  # the epoch's last step
+            stats.update(
+                term_weights(self.hparams.objective, step, self.steps_per_epoch)
+            )
             self.train_stats = stats
             return
         h = self.hparams
@@ -431,14 +441,7 @@ class SEDBrain(GracefulPreemption, sb.Brain):
                 h.valid_ground_truth, h.valid_durations
             )
             stats.update(selection_stats(results))
-            h.train_logger.log_stats(
-                stats_meta={
-                    "epoch": epoch,
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                },
-                train_stats=getattr(self, "train_stats", None),
-                valid_stats=stats,
-            )
+            log_epoch(self, epoch, valid_stats=stats)
             self.valid_scores.update(
                 self.scores.frame_scores[TUNED_MODEL],
                 self.scores.clip_durations,
@@ -459,6 +462,7 @@ class SEDBrain(GracefulPreemption, sb.Brain):
                 self.valid_scores,
                 h,
             )
+            log_figures(h.train_logger, h.output_folder, h.epoch_counter)
         # A collective call (main_process_only): every rank makes it.
         h.train_logger.log_stats(
             stats_meta={"Epoch loaded": h.epoch_counter.current},

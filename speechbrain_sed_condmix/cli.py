@@ -16,15 +16,7 @@ import argparse
 import logging
 import sys
 import time
-import warnings
 from pathlib import Path
-
-
-def _quiet_third_party():
-    """Hide a deprecation warning that dcase_util (via sed_eval) prints."""
-    warnings.filterwarnings(
-        "ignore", message="pkg_resources is deprecated", category=UserWarning
-    )
 
 
 def mini_desed_main(argv=None):
@@ -171,7 +163,6 @@ def export_main(argv=None):
     >>> export_main([str(getfixture("tmp_path")), "--out", "x"])
     2
     """
-    _quiet_third_party()
     from speechbrain_sed_condmix.inference import export_detector
 
     parser = argparse.ArgumentParser(
@@ -249,7 +240,6 @@ def import_main(argv=None):
     >>> import_main(["desed-crnn", str(tmp / "none.ckpt"), "--out", "x"])
     2
     """
-    _quiet_third_party()
     from speechbrain_sed_condmix.importing import RELEASES, import_release
 
     parser = argparse.ArgumentParser(
@@ -419,8 +409,6 @@ def detect_main(argv=None):
     >>> detect_main([str(tmp / "a.wav"), "--model", str(tmp / "none")])
     2
     """
-    _quiet_third_party()
-    import pandas as pd
     from tqdm import tqdm
 
     parser = argparse.ArgumentParser(
@@ -597,9 +585,9 @@ def detect_main(argv=None):
                     f"{row.filename}\t{row.onset:.3f}\t{row.offset:.3f}\t"
                     f"{row.event_label}\t{row.score:.3f}"
                 )
-    columns = ["filename", "onset", "offset", "event_label", "score"]
-    table = pd.concat(tables) if tables else pd.DataFrame(columns=columns)
-    table = table[columns].round({"onset": 3, "offset": 3, "score": 4})
+    from speechbrain_sed_condmix.postprocessing import events_table
+
+    table = events_table(tables)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, sep="\t", index=False)

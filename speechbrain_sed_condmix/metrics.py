@@ -17,6 +17,7 @@ Authors
 
 import logging
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,11 +25,17 @@ from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
-from sed_scores_eval import collar_based, intersection_based
-from sed_scores_eval.base_modules.io import read_ground_truth_events
-from sed_scores_eval.base_modules.scores import validate_score_dataframe
 
 from speechbrain_sed_condmix.scores import read_scores, writeable_pandas
+
+with warnings.catch_warnings():
+    # dcase_util's pkg_resources warning, as in scores.py: this import only.
+    warnings.filterwarnings(
+        "ignore", "pkg_resources is deprecated", UserWarning
+    )
+    from sed_scores_eval import collar_based, intersection_based
+    from sed_scores_eval.base_modules.io import read_ground_truth_events
+    from sed_scores_eval.base_modules.scores import validate_score_dataframe
 
 logger = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ Authors
 """
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.ndimage
-from sed_scores_eval.base_modules.detection import scores_to_event_list
 
 from speechbrain_sed_condmix.csebbs import (
     CSEBBS_KEYS,
@@ -30,6 +30,13 @@ from speechbrain_sed_condmix.scores import (
     check_per_class,
     score_classes,
 )
+
+with warnings.catch_warnings():
+    # dcase_util's pkg_resources warning, as in scores.py: this import only.
+    warnings.filterwarnings(
+        "ignore", "pkg_resources is deprecated", UserWarning
+    )
+    from sed_scores_eval.base_modules.detection import scores_to_event_list
 
 POSTPROCESSING_METHODS = ("median", "csebbs")
 
@@ -467,3 +474,42 @@ class PostProcessing:
             The post-processing.
         """
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def events_table(tables):
+    """One events table from per-file tables, rounded as ``sed-detect``
+    writes it.
+
+    Files without events add no rows; their empty tables stay out of the
+    concatenation (pandas deprecates concatenating them).
+
+    Arguments
+    ---------
+    tables : list of pandas.DataFrame
+        Each with ``filename``, ``onset``, ``offset``, ``event_label``,
+        ``score``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Those columns, in that order.
+
+    Example
+    -------
+    >>> import warnings
+    >>> columns = ["filename", "onset", "offset", "event_label", "score"]
+    >>> empty = pd.DataFrame(columns=columns)
+    >>> dog = pd.DataFrame([["a.wav", 0.5, 1.25, "Dog", 0.91234]],
+    ...                    columns=columns)
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error")
+    ...     events_table([empty, dog])
+      filename  onset  offset event_label   score
+    0    a.wav    0.5    1.25         Dog  0.9123
+    >>> len(events_table([empty]))
+    0
+    """
+    columns = ["filename", "onset", "offset", "event_label", "score"]
+    tables = [t for t in tables if len(t)]
+    table = pd.concat(tables) if tables else pd.DataFrame(columns=columns)
+    return table[columns].round({"onset": 3, "offset": 3, "score": 4})

@@ -11,16 +11,28 @@ Authors
 """
 
 import contextlib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sed_scores_eval.base_modules.io import read_sed_scores, write_sed_scores
-from sed_scores_eval.base_modules.scores import (
-    create_score_dataframe,
-    validate_score_dataframe,
-)
+
+with warnings.catch_warnings():
+    # sed_scores_eval imports sed_eval, which imports dcase_util, whose utils
+    # import setuptools' deprecated pkg_resources (dcase_util's own code, not
+    # a call of ours). Only that warning, only during this import.
+    warnings.filterwarnings(
+        "ignore", "pkg_resources is deprecated", UserWarning
+    )
+    from sed_scores_eval.base_modules.io import (
+        read_sed_scores,
+        write_sed_scores,
+    )
+    from sed_scores_eval.base_modules.scores import (
+        create_score_dataframe,
+        validate_score_dataframe,
+    )
 
 #: Frame hop of the DCASE CRNN output (4 x 256 samples at 16 kHz), seconds.
 FRAME_DURATION = 0.064

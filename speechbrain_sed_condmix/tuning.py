@@ -9,8 +9,9 @@ Authors
  * speechbrain-sed-condmix contributors 2026
 """
 
+import warnings
+
 import numpy as np
-from sed_scores_eval import collar_based, intersection_based
 
 from speechbrain_sed_condmix.csebbs import (
     CSEBBS_GRID,
@@ -30,6 +31,13 @@ from speechbrain_sed_condmix.metrics import (
 )
 from speechbrain_sed_condmix.postprocessing import PostProcessing, median_filter
 from speechbrain_sed_condmix.scores import fresh_scores, writeable_pandas
+
+with warnings.catch_warnings():
+    # dcase_util's pkg_resources warning, as in scores.py: this import only.
+    warnings.filterwarnings(
+        "ignore", "pkg_resources is deprecated", UserWarning
+    )
+    from sed_scores_eval import collar_based, intersection_based
 
 
 def _finite_or_none(value):

@@ -1,7 +1,9 @@
 """Shared fixtures: one tiny mini-DESED generation and preparation per run,
 experiment folders (untrained, or crnn_mt trained by the recipe)."""
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,21 +26,65 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def mini_desed_tiny(tmp_path_factory):
-    """A tiny mini-DESED (generated audio, not DESED), made once per run."""
-    from speechbrain_sed_condmix.dataio.synth import generate_mini_desed
+def shared_tmp(tmp_path_factory):
+    """A folder for what every pytest-xdist worker of this run may share.
 
-    return generate_mini_desed(
-        tmp_path_factory.mktemp("mini_desed") / "data", scale="tiny", seed=0
-    )
+    Each worker has its own base temporary folder under the run's one; the
+    run's is common to them (without xdist it is the session's own). Make
+    a shared result with :func:`made_once`.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder = base / "shared"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def made_once(folder):
+    """Make ``folder`` once per run, whichever worker needs it first.
+
+    Yields True to the caller that must make it (holding a file lock, so
+    the other workers wait) and False once it is complete; a run that
+    failed half way leaves no completion mark, so the next caller remakes
+    it.
+    """
+    from filelock import FileLock
+
+    done = folder.with_name(folder.name + ".done")
+    with FileLock(str(folder) + ".lock"):
+        if done.exists():
+            yield False
+            return
+        if folder.exists():
+            shutil.rmtree(folder)
+        yield True
+        done.touch()
 
 
 @pytest.fixture(scope="session")
-def prepared_tiny(mini_desed_tiny, tmp_path_factory):
+def mini_desed_tiny(shared_tmp):
+    """A tiny mini-DESED (generated audio, not DESED), made once per run."""
+    from speechbrain_sed_condmix.dataio.synth import generate_mini_desed
+
+    folder = shared_tmp / "mini_desed"
+    with made_once(folder) as make:
+        if make:
+            generate_mini_desed(folder / "data", scale="tiny", seed=0)
+    return folder / "data"
+
+
+@pytest.fixture(scope="session")
+def prepared_tiny(mini_desed_tiny, shared_tmp):
     """``prepare_desed`` outputs for the tiny mini-DESED."""
     from speechbrain_sed_condmix.dataio.desed import prepare_desed
 
-    save = tmp_path_factory.mktemp("prepared")
+    save = shared_tmp / "prepared"
+    with made_once(save) as make:
+        if make:
+            prepare_desed(mini_desed_tiny, save, progress=False)
+    # Complete: its marker makes this call return the outputs at once.
     return save, prepare_desed(mini_desed_tiny, save, progress=False)
 
 
@@ -130,14 +176,20 @@ def run_recipe(row, data, work, flags=None):
 
 
 @pytest.fixture(scope="session")
-def tiny_crnn_experiment(mini_desed_tiny, tmp_path_factory):
+def tiny_crnn_experiment(mini_desed_tiny, shared_tmp):
     """crnn_mt trained for one epoch on tiny mini-DESED by the recipe.
 
-    Uses the tiny flags of the crnn_mt row of tests/recipes/DESED.csv.
-    Returns ``(output folder, prep folder)``.
+    Uses the tiny flags of the crnn_mt row of tests/recipes/DESED.csv,
+    with the TensorBoard dashboard (tests/integration/test_dashboard.py
+    reads it back). Returns ``(output folder, prep folder)``.
     """
     row = next(
         r for r in recipe_rows() if r["Hparam_file"].endswith("/crnn_mt.yaml")
     )
-    work = tmp_path_factory.mktemp("crnn_mt_tiny")
-    return run_recipe(row, mini_desed_tiny, work)
+    work = shared_tmp / "crnn_mt_tiny"
+    flags = row["test_debug_flags"] + " --dashboard=tensorboard"
+    with made_once(work) as make:
+        if make:
+            work.mkdir()
+            run_recipe(row, mini_desed_tiny, work, flags=flags)
+    return work / "out", work / "p"

@@ -12,7 +12,10 @@ PYTHON=${PYTHON:-python3}
 CACHE_ROOT=${SED_VENV_CACHE-${XDG_CACHE_HOME:-$HOME/.cache}/speechbrain-sed-condmix}
 # Test and lint tools, next to the pinned requirements. They are part of the
 # cache key, so that changing them builds a new environment.
-DEV_PINS=("pytest>=8" "ruff>=0.12" "import-linter==2.17")
+# tensorboard: the dashboard test reads its event files back; pytest-xdist
+# runs the suite on every core.
+DEV_PINS=("pytest>=8" "ruff>=0.12" "import-linter==2.17" "tensorboard==2.21.0"
+    "pytest-xdist==3.8.0")
 KEY=$( (cat requirements.txt; echo "${DEV_PINS[@]}"; "$PYTHON" --version) \
     | sha256sum | cut -c1-16)
 

@@ -67,7 +67,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 def ddp_run(mini_desed_tiny, tmp_path_factory):
     work = tmp_path_factory.mktemp("ddp")
     out, prep = work / "out", work / "p"
-    cmd = ddp_command(mini_desed_tiny, out, prep)
+    cmd = ddp_command(mini_desed_tiny, out, prep, "--dashboard=tensorboard")
     result = subprocess.run(
         cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600
     )
@@ -90,6 +90,18 @@ def test_ranks_train_on_disjoint_shards(ddp_run):
     batches = min((n // 2) // b for n, b in zip(sizes, BATCH_SIZES))
     for clips in check["train_clips"]:
         assert len(clips) == len(set(clips)) == batches * sum(BATCH_SIZES)
+
+
+def test_only_rank_0_logs(ddp_run):
+    out, _ = ddp_run
+    # One TensorBoard writer, one line per epoch and one test line.
+    assert len(list((out / "dashboard").glob("events.out.tfevents.*"))) == 1
+    lines = (out / "train_log.txt").read_text().splitlines()
+    assert [line.split(" - ")[0] for line in lines] == [
+        lines[0].split(" - ")[0],
+        "Epoch loaded: 1",
+    ]
+    assert lines[0].startswith("epoch: 1, ")
 
 
 def test_teachers_are_identical_and_saved(ddp_run):

@@ -280,3 +280,34 @@ def test_sed_detect_in_process(exported, clips, tmp_path, capsys):
     missing = [str(tmp_path / "no.wav"), "--model", str(exported)]
     assert detect_main([*missing, "--out", str(out), "--quiet"]) == 1
     assert out.read_text() == "filename\tonset\toffset\tevent_label\tscore\n"
+
+
+def test_sed_detect_console_holds_no_warning(
+    exported, detector, clips, tmp_path
+):
+    """The CLI as a user runs it: no deprecation or future warning, also
+    for a silent clip (an empty events table among the others)."""
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(160000, dtype="float32"), 16000)
+    out = tmp_path / "events.tsv"
+    files = [clips[0][0], clips[1][0], silent]
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "sed-detect"),
+            *map(str, files),
+            "--model",
+            str(exported),
+            "--out",
+            str(out),
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Warning" not in result.stderr + result.stdout, result.stderr
+    table = pd.read_csv(out, sep="\t")
+    expected = {path.name: len(detector.detect_file(path)) for path in files}
+    counts = table["filename"].value_counts().to_dict()
+    assert {k: v for k, v in expected.items() if v} == counts
