@@ -357,6 +357,7 @@ class CausalCRNNStreamer:
             raise ValueError("CausalCRNNStreamer needs a CRNN(causal=True)")
         self.model = model
         self.layers = list(model.cnn.cnn)
+        self._plan = _cnn_plan(self.layers)
         self._kept = {}  # layer index -> frames kept for the next push
         self._hidden = None
         self._weighted = None  # sum_t strong_tc a_tc
@@ -366,25 +367,22 @@ class CausalCRNNStreamer:
 
     def _cnn(self, x):
         """New input frames [B, C, T, F] -> new CNN output frames."""
-        for index, layer in enumerate(self.layers):
-            if isinstance(layer, nn.ZeroPad2d):
-                left = layer.padding[2]
+        for index, kind, layer, k_t in self._plan:
+            if kind == "pad":
                 kept = self._kept.get(index)
                 if kept is None:
-                    kept = x.new_zeros(x.shape[0], x.shape[1], left, x.shape[3])
+                    kept = x.new_zeros(x.shape[0], x.shape[1], k_t, x.shape[3])
                 x = torch.cat([kept, x], dim=2)
-                self._kept[index] = x[:, :, x.shape[2] - left :]
-            elif isinstance(layer, nn.AvgPool2d):
-                k_t = _pair(layer.kernel_size)[0]
+                self._kept[index] = x[:, :, x.shape[2] - k_t :]
+            elif kind == "pool":
                 kept = self._kept.get(index)
-                if kept is not None:
+                if kept is not None and kept.shape[2]:
                     x = torch.cat([kept, x], dim=2)
                 usable = x.shape[2] // k_t * k_t
                 self._kept[index] = x[:, :, usable:]
-                x = x[:, :, :usable]
                 if usable == 0:
                     return None
-                x = layer(x)
+                x = layer(x[:, :, :usable])
             else:
                 x = layer(x)
         return x
@@ -436,6 +434,30 @@ class CausalCRNNStreamer:
         if self.model.attention:
             return self._weighted / self._attention
         return self._strong_sum / self._frames
+
+
+def _cnn_plan(layers):
+    """The CNN's steps for a stream: ``(index, kind, layer, frames)``.
+
+    ``kind`` is ``"pad"`` (the past frames a convolution reads, ``frames``
+    of them), ``"pool"`` (time pooling of ``frames`` frames) or
+    ``"layer"``. Identities, and dropout in eval mode, are left out: each
+    module call costs a few microseconds, which count at a few frames per
+    chunk.
+    """
+    plan = []
+    for index, layer in enumerate(layers):
+        if isinstance(layer, nn.Identity):
+            continue
+        if isinstance(layer, nn.Dropout) and not layer.training:
+            continue
+        if isinstance(layer, nn.ZeroPad2d):
+            plan.append((index, "pad", layer, layer.padding[2]))
+        elif isinstance(layer, nn.AvgPool2d):
+            plan.append((index, "pool", layer, _pair(layer.kernel_size)[0]))
+        else:
+            plan.append((index, "layer", layer, 0))
+    return plan
 
 
 def _add(total, value):
