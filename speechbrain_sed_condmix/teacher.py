@@ -223,6 +223,7 @@ class EMATeacher(nn.Module):
         # (t = t * alpha, then t += (1 - alpha) * s), fewer kernel launches.
         _ema_(t_params, [p.detach() for p in s_params], alpha)
         if self.buffers == "keep":
+            _broadcast_buffers(self.model)
             return
         t_bufs = list(self.model.buffers())
         s_bufs = list(student.buffers())
@@ -262,3 +263,23 @@ class EMATeacher(nn.Module):
         """
         with torch.no_grad():
             return self.model(*args, **kwargs)
+
+
+def _broadcast_buffers(model):
+    """Give every rank rank 0's buffers (no-op outside DDP).
+
+    A teacher that keeps its own BatchNorm statistics (``buffers="keep"``,
+    a train-mode teacher) updates them from each rank's own batches, so
+    without this the ranks' teachers drift apart. The references put their
+    teacher inside the DDP-wrapped module, whose ``broadcast_buffers``
+    hands rank 0's buffers to every rank at each step; this does the same
+    for the unwrapped teacher, once per update.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() < 2:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
