@@ -46,10 +46,27 @@ def test_sed_mini_desed_accepts_the_ssl_scale(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_ssl_generation_and_preparation_counts(tmp_path):
-    from speechbrain_sed_condmix.dataio.desed import prepare_desed
-    from speechbrain_sed_condmix.dataio.synth import generate_mini_desed
+def test_ssl_generation_and_preparation_counts(tmp_path, monkeypatch):
+    """The ssl scale's clip counts through generation and preparation.
 
+    The counts come from the generator's plan, not from the sound of a
+    clip, so each clip's audio is replaced by quiet noise of the same
+    length: synthesising 1,700 clips took about 3 minutes of the suite,
+    and rendering is tested on its own (test_synth.py).
+    """
+    import numpy as np
+
+    from speechbrain_sed_condmix.dataio.desed import prepare_desed
+    from speechbrain_sed_condmix.dataio.synth import (
+        generate_mini_desed,
+        mini_desed,
+    )
+
+    def quiet_clip(rng, length_ms, events, ebr_range, sr):
+        n = length_ms * sr // 1000
+        return (1e-3 * rng.standard_normal(n)).astype(np.float32)
+
+    monkeypatch.setattr(mini_desed, "render_clip", quiet_clip)
     data = generate_mini_desed(tmp_path / "data", scale="ssl")
     paths = prepare_desed(data, tmp_path / "prep", progress=False)
     counts = {
