@@ -59,7 +59,8 @@ arm, then seed 2, ...), so that whatever has finished is paired.
         --out /work/ablation15 --report condmix_ablation_ssl
 
 ``--tune-trials N`` gives every arm the same tuning budget: N ``sed-tune``
-trials on synth_val over the keys of ``recipes/DESED/SED/search/<YAML>``
+trials on synth_val over the keys of the arm's search space
+(``recipes/DESED/SED/search/<YAML>_hpopt.yaml``)
 that neither the arm nor the protocol sets (``OUT/tune/<arm>``), then the
 paired seeds of each arm with its best configuration (``OUT/tuned``); the
 report states the budget and each arm's choice.
@@ -954,13 +955,16 @@ TUNE_SEED = 0
 
 
 def tuned_space(arm, flags, setup=None):
-    """The arm's search space: ``recipes/DESED/SED/search/<its YAML>``
+    """The arm's search space: ``recipes/DESED/SED/search/<YAML>_hpopt.yaml``
     without the keys that the arm, the protocol or the schedule set
     (``setup``: the protocol's arms, default the old protocol's)."""
     import yaml
 
     hparams, extra, _ = (setup or OLD_SETUP)["arms"][arm]
-    space = yaml.safe_load((RECIPE / "search" / hparams).read_text())
+    # ``*_hpopt.yaml``: SpeechBrain's name for a search file, which its
+    # recipe checks do not take for a recipe.
+    space_file = RECIPE / "search" / hparams.replace(".yaml", "_hpopt.yaml")
+    space = yaml.safe_load(space_file.read_text())
     given = {f[2:].split("=")[0] for f in [*extra, *flags]}
     return {key: spec for key, spec in space.items() if key not in given}
 

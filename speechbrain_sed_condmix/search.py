@@ -161,6 +161,7 @@ def load_search_space(path, hparams_file):
         line, spec = data.lc.key(key)[0] + 1, plain[key]
 
         def fail(problem, key=key, line=line):
+            """Stop, naming the file, the line and the key."""
             raise SearchSpaceError(f"{path}:{line}: key '{key}': {problem}")
 
         if key not in known:
@@ -355,10 +356,12 @@ class StudyLock:
         self.handle = None
 
     def acquire(self):
+        """Wait for the lock and take it."""
         self.handle = open(self.path, "a")
         fcntl.flock(self.handle, fcntl.LOCK_EX)
 
     def release(self):
+        """Let go of the lock, if held."""
         if self.handle is not None:
             fcntl.flock(self.handle, fcntl.LOCK_UN)
             self.handle.close()
@@ -390,6 +393,7 @@ class Worker:
             self.child.send_signal(signum)
 
     def study(self):
+        """The study in the shared storage, created on first use."""
         import optuna
 
         c = self.config

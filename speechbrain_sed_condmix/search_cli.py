@@ -7,7 +7,7 @@ study's outputs. See :mod:`speechbrain_sed_condmix.search` for what a trial
 is, and the README for one machine and many.
 
     sed-tune recipes/DESED/SED/hparams/crnn_condmix.yaml \\
-        --space recipes/DESED/SED/search/crnn_condmix.yaml \\
+        --space recipes/DESED/SED/search/crnn_condmix_hpopt.yaml \\
         --study_folder results/tune --n_trials 40 --workers 2 \\
         --data_folder=/path/to/DESED --device=cuda:0
 
@@ -101,6 +101,18 @@ def default_train_script(hparams):
 
 
 def parse_args(argv):
+    """Parse ``sed-tune``'s command line; unknown flags are recipe flags.
+
+    Arguments
+    ---------
+    argv : list of str
+        The command line, without the program name.
+
+    Returns
+    -------
+    tuple
+        The parsed namespace and the list of flags left for ``train.py``.
+    """
     parser = argparse.ArgumentParser(
         prog="sed-tune",
         description="Search a recipe's YAML keys with Optuna. Flags that "
@@ -267,6 +279,7 @@ def run_workers(config, count, threads):
         )
 
     def forward(signum, frame):
+        """Pass a stop signal on to the workers still running."""
         for process in workers:
             if process.poll() is None:
                 process.send_signal(signum)

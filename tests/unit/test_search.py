@@ -131,7 +131,8 @@ def test_space_values_and_suggestions(tmp_path, recipe):
 @pytest.mark.parametrize("name", ["crnn_condmix", "atst_sedv2", "crnn_mt"])
 def test_committed_spaces_load(name):
     space = search.load_search_space(
-        RECIPE / "search" / f"{name}.yaml", RECIPE / "hparams" / f"{name}.yaml"
+        RECIPE / "search" / f"{name}_hpopt.yaml",
+        RECIPE / "hparams" / f"{name}.yaml",
     )
     assert space
 
