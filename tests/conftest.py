@@ -1,9 +1,8 @@
-"""Shared fixtures: one tiny mini-DESED generation and preparation per run,
-experiment folders (untrained, or crnn_mt trained by the recipe)."""
+"""Shared fixtures: experiment folders (untrained, or crnn_mt trained by the
+recipe). The tiny mini-DESED generation and preparation, made once per run,
+are in the repository's root conftest.py, so that doctests use them too."""
 
-import contextlib
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,69 +22,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if RECIPE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-
-
-@pytest.fixture(scope="session")
-def shared_tmp(tmp_path_factory):
-    """A folder for what every pytest-xdist worker of this run may share.
-
-    Each worker has its own base temporary folder under the run's one; the
-    run's is common to them (without xdist it is the session's own). Make
-    a shared result with :func:`made_once`.
-    """
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    folder = base / "shared"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
-@contextlib.contextmanager
-def made_once(folder):
-    """Make ``folder`` once per run, whichever worker needs it first.
-
-    Yields True to the caller that must make it (holding a file lock, so
-    the other workers wait) and False once it is complete; a run that
-    failed half way leaves no completion mark, so the next caller remakes
-    it.
-    """
-    from filelock import FileLock
-
-    done = folder.with_name(folder.name + ".done")
-    with FileLock(str(folder) + ".lock"):
-        if done.exists():
-            yield False
-            return
-        if folder.exists():
-            shutil.rmtree(folder)
-        yield True
-        done.touch()
-
-
-@pytest.fixture(scope="session")
-def mini_desed_tiny(shared_tmp):
-    """A tiny mini-DESED (generated audio, not DESED), made once per run."""
-    from speechbrain_sed_condmix.dataio.synth import generate_mini_desed
-
-    folder = shared_tmp / "mini_desed"
-    with made_once(folder) as make:
-        if make:
-            generate_mini_desed(folder / "data", scale="tiny", seed=0)
-    return folder / "data"
-
-
-@pytest.fixture(scope="session")
-def prepared_tiny(mini_desed_tiny, shared_tmp):
-    """``prepare_desed`` outputs for the tiny mini-DESED."""
-    from speechbrain_sed_condmix.dataio.desed import prepare_desed
-
-    save = shared_tmp / "prepared"
-    with made_once(save) as make:
-        if make:
-            prepare_desed(mini_desed_tiny, save, progress=False)
-    # Complete: its marker makes this call return the outputs at once.
-    return save, prepare_desed(mini_desed_tiny, save, progress=False)
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +112,7 @@ def run_recipe(row, data, work, flags=None):
 
 
 @pytest.fixture(scope="session")
-def tiny_crnn_experiment(mini_desed_tiny, shared_tmp):
+def tiny_crnn_experiment(mini_desed_tiny, shared_tmp, once):
     """crnn_mt trained for one epoch on tiny mini-DESED by the recipe.
 
     Uses the tiny flags of the crnn_mt row of tests/recipes/DESED.csv,
@@ -188,7 +124,7 @@ def tiny_crnn_experiment(mini_desed_tiny, shared_tmp):
     )
     work = shared_tmp / "crnn_mt_tiny"
     flags = row["test_debug_flags"] + " --dashboard=tensorboard"
-    with made_once(work) as make:
+    with once(work) as make:
         if make:
             work.mkdir()
             run_recipe(row, mini_desed_tiny, work, flags=flags)

@@ -139,9 +139,8 @@ def prepare_desed(
 
     Example
     -------
-    >>> from speechbrain_sed_condmix.dataio.synth import generate_mini_desed
+    >>> data = getfixture("mini_desed_tiny")  # generated once (conftest.py)
     >>> root = getfixture("tmp_path")
-    >>> data = generate_mini_desed(root / "data", scale="tiny")
     >>> out = prepare_desed(data, root / "prep", progress=False)
     >>> sorted(out)[:3]
     ['strong_train', 'synth_train', 'synth_val']

@@ -119,12 +119,9 @@ def make_sed_dataset(manifest, encoder, train=False, sample_rate=16000):
 
     Example
     -------
-    >>> from speechbrain_sed_condmix.dataio.synth import generate_mini_desed
-    >>> from speechbrain_sed_condmix.dataio.desed import prepare_desed
     >>> from speechbrain_sed_condmix.dataio.encoder import FrameLabelEncoder
-    >>> root = getfixture("tmp_path")
-    >>> data = generate_mini_desed(root / "data", scale="tiny")
-    >>> paths = prepare_desed(data, root / "prep", progress=False)
+    >>> # prepare_desed's outputs for the run's tiny mini-DESED (conftest.py)
+    >>> _, paths = getfixture("prepared_tiny")
     >>> from speechbrain_sed_condmix.dataio.layout import DESED_CLASSES
     >>> encoder = FrameLabelEncoder(DESED_CLASSES)
     >>> ds = make_sed_dataset(paths["synth_val"], encoder)
