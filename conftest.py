@@ -76,3 +76,19 @@ def prepared_tiny(mini_desed_tiny, shared_tmp):
 def once():
     """:func:`made_once`, for the fixtures of tests/conftest.py."""
     return made_once
+
+
+#: Doctests that each generate a tiny mini-DESED of their own (they test
+#: the generator itself, so they cannot share the run's one): about 10 s
+#: each, so they run with the slow tests, not in the inner loop.
+SLOW_DOCTESTS = {
+    "speechbrain_sed_condmix.dataio.synth.mini_desed.generate_mini_desed",
+    "speechbrain_sed_condmix.cli.mini_desed_main",
+}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the generator's own doctests ``slow``."""
+    for item in items:
+        if item.name in SLOW_DOCTESTS:
+            item.add_marker(pytest.mark.slow)

@@ -28,6 +28,7 @@ def find_kit():
     return None
 
 
+@pytest.mark.slow
 def test_speechbrain_recipe_checks_pass():
     runner = find_kit()
     if runner is None:

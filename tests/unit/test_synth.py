@@ -254,6 +254,7 @@ def snapshot(root):
     }
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setitem(synth.SCALES, "micro", MICRO)
     first = snapshot(synth.generate_mini_desed(tmp_path / "a", "micro", 3))
