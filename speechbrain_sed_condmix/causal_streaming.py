@@ -43,7 +43,7 @@ from speechbrain_sed_condmix.lobes.causal import (
     look_ahead_samples,
     offline_mel,
 )
-from speechbrain_sed_condmix.streaming import EventStream
+from speechbrain_sed_condmix.streaming import EventStream, mono_chunk
 
 #: Recordings up to this long run in one offline pass; longer ones run
 #: through the carried state in pieces of STATE_PIECE_SECONDS (the same
@@ -248,16 +248,7 @@ class CausalEventStream(EventStream):
         """
         if self._finished:
             raise RuntimeError("the stream is finished")
-        wav = torch.as_tensor(chunk, dtype=torch.float32).detach().cpu()
-        if wav.dim() == 2:
-            wav = wav.mean(dim=1)
-        if wav.dim() != 1:
-            raise ValueError(
-                "a chunk must be [samples] or [samples, channels], got "
-                f"shape {tuple(wav.shape)}"
-            )
-        if not torch.isfinite(wav).all():
-            raise ValueError("the chunk holds NaN or inf samples")
+        wav = mono_chunk(chunk)
         self._received += len(wav)
         self._add_rows(self._mel.push(wav))
         return self._decide(final=False)

@@ -185,16 +185,7 @@ class EventStream:
         """
         if self._finished:
             raise RuntimeError("the stream is finished")
-        wav = torch.as_tensor(chunk, dtype=torch.float32).detach().cpu()
-        if wav.dim() == 2:
-            wav = wav.mean(dim=1)
-        if wav.dim() != 1:
-            raise ValueError(
-                "a chunk must be [samples] or [samples, channels], got "
-                f"shape {tuple(wav.shape)}"
-            )
-        if not torch.isfinite(wav).all():
-            raise ValueError("the chunk holds NaN or inf samples")
+        wav = mono_chunk(chunk)
         self._audio = torch.cat([self._audio, wav])
         self._received += len(wav)
         starts = []
@@ -465,3 +456,34 @@ def file_chunks(detector, path, samples, realtime=False):
             due = start + end / detector.sample_rate
             time.sleep(max(due - time.perf_counter(), 0.0))
         yield wav[first : first + samples]
+
+
+def mono_chunk(chunk):
+    """Return a stream chunk as a finite mono float32 CPU tensor.
+
+    Arguments
+    ---------
+    chunk : array-like
+        ``[samples]`` or ``[samples, channels]`` (channels are averaged).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[samples]``.
+
+    Example
+    -------
+    >>> mono_chunk([[1.0, 3.0], [0.0, 2.0]]).tolist()
+    [2.0, 1.0]
+    """
+    wav = torch.as_tensor(chunk, dtype=torch.float32).detach().cpu()
+    if wav.dim() == 2:
+        wav = wav.mean(dim=1)
+    if wav.dim() != 1:
+        raise ValueError(
+            "a chunk must be [samples] or [samples, channels], got "
+            f"shape {tuple(wav.shape)}"
+        )
+    if not torch.isfinite(wav).all():
+        raise ValueError("the chunk holds NaN or inf samples")
+    return wav
