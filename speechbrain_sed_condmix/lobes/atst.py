@@ -485,6 +485,26 @@ def _map_atst_key(key):
     return False, None
 
 
+def _read_atst_file(path, trust_checkpoint, hint=""):
+    """Read an ATST-Frame file (or take a loaded dict): ``(ckpt, source,
+    state_dict)``, stopping with the source's name if it is not a dict;
+    ``hint`` is appended to that message."""
+    if isinstance(path, Mapping):
+        ckpt, source = path, "<state dict>"
+    else:
+        ckpt = load_checkpoint(path, trust_checkpoint=trust_checkpoint)
+        source = os.fspath(path)
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(
+            f"{source} is not an ATST-Frame checkpoint: expected a dict, "
+            f"got {type(ckpt).__name__}{hint}"
+        )
+    state_dict = ckpt.get("state_dict", ckpt)
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"The 'state_dict' entry of {source} is not a dict")
+    return ckpt, source, state_dict
+
+
 def load_atst_checkpoint(model, path, *, trust_checkpoint=False, heads=None):
     """Load pretrained ATST-Frame weights into an :class:`ATSTFrame`.
 
@@ -551,19 +571,9 @@ def load_atst_checkpoint(model, path, *, trust_checkpoint=False, heads=None):
     >>> torch.equal(dst.pos_embed, src.pos_embed)
     True
     """
-    if isinstance(path, Mapping):
-        ckpt, source = path, "<state dict>"
-    else:
-        ckpt = load_checkpoint(path, trust_checkpoint=trust_checkpoint)
-        source = os.fspath(path)
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(
-            f"{source} is not an ATST-Frame checkpoint: expected a dict, "
-            f"got {type(ckpt).__name__}. {ATST_CHECKPOINT_HELP}"
-        )
-    state_dict = ckpt.get("state_dict", ckpt)
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(f"The 'state_dict' entry of {source} is not a dict")
+    ckpt, source, state_dict = _read_atst_file(
+        path, trust_checkpoint, f". {ATST_CHECKPOINT_HELP}"
+    )
 
     mapped, origin, any_prefix = {}, {}, False
     for key, value in state_dict.items():
@@ -655,19 +665,7 @@ def load_atst_heads(path, *, trust_checkpoint=False):
     >>> load_atst_heads({"state_dict": {"encoder.encoder.x": 0}})
     {}
     """
-    if isinstance(path, Mapping):
-        ckpt, source = path, "<state dict>"
-    else:
-        ckpt = load_checkpoint(path, trust_checkpoint=trust_checkpoint)
-        source = os.fspath(path)
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(
-            f"{source} is not an ATST-Frame checkpoint: expected a dict, "
-            f"got {type(ckpt).__name__}"
-        )
-    state_dict = ckpt.get("state_dict", ckpt)
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(f"The 'state_dict' entry of {source} is not a dict")
+    _, source, state_dict = _read_atst_file(path, trust_checkpoint)
     found = {}
     for name, prefix in ATST_HEAD_PREFIXES.items():
         for key, value in state_dict.items():
